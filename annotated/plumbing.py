@@ -1,0 +1,265 @@
+# GENERATED FILE, DO NOT EDIT. It is exported from book/appendix_plumbing.md by tools/export.py;
+# change the chapter and run `make export` instead.
+"""Appendix: the plumbing every chapter shares (from book/appendix_plumbing.md)."""
+
+
+# %% book/appendix_plumbing.md, cell 4 (Appendix: the plumbing every chapter shares)
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+# %% book/appendix_plumbing.md, cell 6 (Profiles: one code path, three sizes)
+PROFILES = ("smoke", "cpu", "full")
+DEFAULT_PROFILE = "cpu"
+
+
+def get_profile(name: str | None = None) -> str:
+    """The active profile: `name`, else $ANNOTATED_PROFILE, else 'cpu'; unknown names are refused."""
+    profile = name if name is not None else os.environ.get("ANNOTATED_PROFILE", DEFAULT_PROFILE)
+    profile = profile.strip().lower()
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r} (from ANNOTATED_PROFILE or the argument); "
+            f"valid profiles are: {', '.join(PROFILES)}"
+        )
+    return profile
+
+
+def by_profile(smoke: T, cpu: T, full: T, profile: str | None = None) -> T:
+    """Pick the value for the active profile: `by_profile(smoke=2, cpu=20, full=200)`."""
+    return {"smoke": smoke, "cpu": cpu, "full": full}[get_profile(profile)]
+
+
+# %% book/appendix_plumbing.md, cell 9 (Seeds and devices)
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """CUDA when available (or the device named by `prefer`), else the CPU."""
+    if prefer is not None:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """A human-readable name of the device: the GPU model or the CPU and its thread count."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
+
+
+# %% book/appendix_plumbing.md, cell 12 (Data: where it lives and how it arrives)
+def data_dir() -> Path:
+    """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
+    env = os.environ.get("ANNOTATED_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "annotated"
+
+
+# %% book/appendix_plumbing.md, cell 14 (Data: where it lives and how it arrives)
+class ChecksumError(RuntimeError):
+    """A data file's SHA-256 digest is not the published one."""
+
+
+class DataUnavailableError(RuntimeError):
+    """A data file is not on disk and could not be downloaded."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, sha256: str, origin: str) -> None:
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise ChecksumError(
+            f"{path.name} ({origin}) is corrupt: SHA-256 {actual}, expected {sha256.lower()}; "
+            f"delete {path} and try again"
+        )
+
+
+# %% book/appendix_plumbing.md, cell 15 (Data: where it lives and how it arrives)
+def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
+          timeout: float = 60.0) -> Path:
+    """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
+    filename = filename or url.rsplit("/", 1)[-1]
+    target = data_dir() / subdir / filename
+    if target.exists():
+        _check_digest(target, sha256, f"found at {target}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        out.write(block)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                raise DataUnavailableError(
+                    f"{filename} is not in {target.parent} and downloading it from {url} failed "
+                    f"({err}); download it by hand to {target}, or set ANNOTATED_DATA to a "
+                    f"folder whose '{subdir}/' holds it"
+                ) from None
+        _check_digest(tmp, sha256, f"downloaded from {url}")
+        os.replace(tmp, target)  # atomic on POSIX and Windows
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# %% book/appendix_plumbing.md, cell 19 (Results with their provenance)
+def repo_root(start: Path | None = None) -> Path | None:
+    """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists():
+            return folder
+    return None
+
+
+def results_dir() -> Path:
+    """Where results go: $ANNOTATED_RESULTS, else <repo>/results, else ./results."""
+    env = os.environ.get("ANNOTATED_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    root = repo_root()
+    return (root if root is not None else Path.cwd()) / "results"
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The current commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    cwd = root or repo_root() or Path.cwd()
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True,  # noqa: E731
+                                        text=True, check=True, timeout=10).stdout.strip()
+        commit = run("rev-parse", "--short=12", "HEAD")
+        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# %% book/appendix_plumbing.md, cell 20 (Results with their provenance)
+def _jsonable(value: Any) -> Any:
+    """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _jsonable(value.tolist())
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(vars(value))
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_results(chapter: str, metrics: dict, settings: dict | None = None,
+                 wall_time_s: float | None = None, profile: str | None = None,
+                 device: torch.device | None = None) -> Path:
+    """Write results/<chapter>.<profile>.json with metrics and provenance; return its path."""
+    if not metrics:
+        raise ValueError(f"save_results({chapter!r}): no metrics to save")
+    profile = get_profile(profile)
+    record = {
+        "chapter": chapter,
+        "profile": profile,
+        "commit": git_commit(),
+        "device": device_name(device),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "settings": _jsonable(settings or {}),
+        "metrics": _jsonable(metrics),
+    }
+    out = results_dir() / f"{chapter}.{profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+@contextlib.contextmanager
+def timer() -> Iterator[dict]:
+    """`with timer() as t: ...` then `t['seconds']` holds the wall time of the block."""
+    box = {"seconds": float("nan")}
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["seconds"] = time.perf_counter() - start
+
+
+# %% book/appendix_plumbing.md, cell 23 (Checkpoints that refuse the wrong model)
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt or was saved from a different configuration."""
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
+                    optimizer: torch.optim.Optimizer | None = None, **state: Any) -> Path:
+    """Atomically save model (+ optimizer) weights, the config and extra state (epoch, ...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"config": _jsonable(config), "model": model.state_dict(), "state": state,
+               "optimizer": optimizer.state_dict() if optimizer is not None else None}
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint saved with the same config into model (+ optimizer); return its state."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+        saved = payload["config"]
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    wanted = _jsonable(config)
+    diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
+            if saved.get(k) != wanted.get(k)}
+    if diff:
+        detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
+    model.load_state_dict(payload["model"])
+    if optimizer is not None and payload["optimizer"] is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+    return payload["state"]
