@@ -48,7 +48,24 @@ def by_profile(smoke: T, cpu: T, full: T, profile: str | None = None) -> T:
     return {"smoke": smoke, "cpu": cpu, "full": full}[get_profile(profile)]
 
 
-# %% book/appendix_plumbing.md, cell 9 (Seeds and devices)
+# %% book/appendix_plumbing.md, cell 8 (Profiles: one code path, three sizes)
+def setup_notebook(seed: int | None = None) -> str:
+    """Choose the profile if unset (full on GPU, else cpu), set up plotting, print and return it."""
+    if "ANNOTATED_PROFILE" not in os.environ:
+        os.environ["ANNOTATED_PROFILE"] = "full" if torch.cuda.is_available() else DEFAULT_PROFILE
+    profile = get_profile()
+    import altair as alt
+    import matplotlib.pyplot as plt
+
+    alt.data_transformers.disable_max_rows()
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
+    if seed is not None:
+        seed_everything(seed)
+    print(f"profile: {profile} | device: {device_name()}")
+    return profile
+
+
+# %% book/appendix_plumbing.md, cell 11 (Seeds and devices)
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -73,14 +90,23 @@ def device_name(device: torch.device | None = None) -> str:
     return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
 
 
-# %% book/appendix_plumbing.md, cell 12 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, cell 14 (Data: where it lives and how it arrives)
 def data_dir() -> Path:
     """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
     env = os.environ.get("ANNOTATED_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "annotated"
 
 
-# %% book/appendix_plumbing.md, cell 14 (Data: where it lives and how it arrives)
+def checkpoint_dir() -> Path:
+    """Where trained models go: $ANNOTATED_CHECKPOINTS, else <repo>/checkpoints, else ./checkpoints."""
+    env = os.environ.get("ANNOTATED_CHECKPOINTS")
+    if env:
+        return Path(env).expanduser()
+    root = repo_root()
+    return (root if root is not None else Path.cwd()) / "checkpoints"
+
+
+# %% book/appendix_plumbing.md, cell 16 (Data: where it lives and how it arrives)
 class ChecksumError(RuntimeError):
     """A data file's SHA-256 digest is not the published one."""
 
@@ -107,7 +133,7 @@ def _check_digest(path: Path, sha256: str, origin: str) -> None:
         )
 
 
-# %% book/appendix_plumbing.md, cell 15 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, cell 17 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
     """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
@@ -138,7 +164,7 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
     return target
 
 
-# %% book/appendix_plumbing.md, cell 19 (Results with their provenance)
+# %% book/appendix_plumbing.md, cell 21 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
     """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
     here = (start or Path.cwd()).resolve()
@@ -169,7 +195,7 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# %% book/appendix_plumbing.md, cell 20 (Results with their provenance)
+# %% book/appendix_plumbing.md, cell 22 (Results with their provenance)
 def _jsonable(value: Any) -> Any:
     """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
     if isinstance(value, dict):
@@ -223,7 +249,7 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, cell 23 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, cell 25 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved from a different configuration."""
 
