@@ -4,13 +4,14 @@
 
 Modules and the chapters they come from:
 
+    transformer      book/05_transformer.md
     plumbing         book/appendix_plumbing.md
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['plumbing']
+__all__ = ['transformer', 'plumbing']
 
 
 def __getattr__(name: str):
