@@ -4,6 +4,7 @@
 
 Modules and the chapters they come from:
 
+    attention        book/01_attention.md
     transformer      book/05_transformer.md
     plumbing         book/appendix_plumbing.md
 """
@@ -11,7 +12,7 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['transformer', 'plumbing']
+__all__ = ['attention', 'transformer', 'plumbing']
 
 
 def __getattr__(name: str):
