@@ -3,7 +3,7 @@
 """Appendix: the plumbing every chapter shares (from book/appendix_plumbing.md)."""
 
 
-# %% book/appendix_plumbing.md, cell 4 (Appendix: the plumbing every chapter shares)
+# %% book/appendix_plumbing.md, code cell 3 (Appendix: the plumbing every chapter shares)
 import contextlib
 import datetime
 import hashlib
@@ -26,7 +26,7 @@ import torch
 T = TypeVar("T")
 
 
-# %% book/appendix_plumbing.md, cell 6 (Profiles: one code path, three sizes)
+# %% book/appendix_plumbing.md, code cell 4 (Profiles: one code path, three sizes)
 PROFILES = ("smoke", "cpu", "full")
 DEFAULT_PROFILE = "cpu"
 
@@ -48,7 +48,7 @@ def by_profile(smoke: T, cpu: T, full: T, profile: str | None = None) -> T:
     return {"smoke": smoke, "cpu": cpu, "full": full}[get_profile(profile)]
 
 
-# %% book/appendix_plumbing.md, cell 8 (Profiles: one code path, three sizes)
+# %% book/appendix_plumbing.md, code cell 5 (Profiles: one code path, three sizes)
 def setup_notebook(seed: int | None = None) -> str:
     """Choose the profile if unset (full on GPU, else cpu), set up plotting, print and return it."""
     if "ANNOTATED_PROFILE" not in os.environ:
@@ -58,6 +58,10 @@ def setup_notebook(seed: int | None = None) -> str:
     import matplotlib.pyplot as plt
 
     alt.data_transformers.disable_max_rows()
+    if os.environ.get("ANNOTATED_BOOK_BUILD"):
+        # The HTML book bundles Vega itself (no CDN); see book_vega_renderer below.
+        alt.renderers.register("annotated-book", book_vega_renderer)
+        alt.renderers.enable("annotated-book")
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
     if seed is not None:
         seed_everything(seed)
@@ -65,7 +69,32 @@ def setup_notebook(seed: int | None = None) -> str:
     return profile
 
 
-# %% book/appendix_plumbing.md, cell 11 (Seeds and devices)
+# %% book/appendix_plumbing.md, code cell 6 (Profiles: one code path, three sizes)
+import itertools
+
+_chart_ids = itertools.count()
+
+
+def book_vega_renderer(spec: dict, **metadata: Any) -> dict:
+    """Altair renderer for the HTML book: a div drawn by the site's bundled vegaEmbed (no CDN)."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    div = f"vega-{digest}-{next(_chart_ids)}"
+    payload = json.dumps(spec).replace("</", "<\\/")  # never close the <script> early
+    html = (
+        f'<div id="{div}" class="annotated-vega"></div>\n'
+        '<script type="text/javascript">\n(function () {\n'
+        f'  var el = document.getElementById("{div}");\n'
+        '  if (typeof vegaEmbed === "undefined") {\n'
+        '    el.textContent = "(this chart needs the Vega scripts bundled with the book)";\n'
+        '    console.error("vegaEmbed is not loaded"); return;\n  }\n'
+        f'  vegaEmbed(el, {payload}, {{"renderer": "svg", "actions": {{"export": true, '
+        '"source": false, "compiled": false, "editor": false}})\n'
+        '    .catch(function (err) { console.error(err); });\n})();\n</script>'
+    )
+    return {"text/html": html, "text/plain": f"<altair chart {div}>"}
+
+
+# %% book/appendix_plumbing.md, code cell 8 (Seeds and devices)
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -90,7 +119,7 @@ def device_name(device: torch.device | None = None) -> str:
     return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
 
 
-# %% book/appendix_plumbing.md, cell 14 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 10 (Data: where it lives and how it arrives)
 def data_dir() -> Path:
     """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
     env = os.environ.get("ANNOTATED_DATA")
@@ -106,7 +135,7 @@ def checkpoint_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "checkpoints"
 
 
-# %% book/appendix_plumbing.md, cell 16 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
 class ChecksumError(RuntimeError):
     """A data file's SHA-256 digest is not the published one."""
 
@@ -124,16 +153,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _check_digest(path: Path, sha256: str, origin: str) -> None:
+def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None) -> None:
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise ChecksumError(
-            f"{path.name} ({origin}) is corrupt: SHA-256 {actual}, expected {sha256.lower()}; "
-            f"delete {path} and try again"
+            f"{name or path.name} ({origin}) is corrupt: SHA-256 {actual}, expected {sha256.lower()}"
+            + ("" if name else f"; delete {path} and try again")
         )
 
 
-# %% book/appendix_plumbing.md, cell 17 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
     """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
@@ -149,22 +178,27 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
+                    expected = response.headers.get("Content-Length")
+                    received = 0
                     for block in iter(lambda: response.read(1 << 20), b""):
                         out.write(block)
+                        received += len(block)
+                    if expected is not None and received != int(expected):
+                        raise OSError(f"connection closed after {received} of {expected} bytes")
             except (urllib.error.URLError, OSError, ValueError) as err:
                 raise DataUnavailableError(
                     f"{filename} is not in {target.parent} and downloading it from {url} failed "
                     f"({err}); download it by hand to {target}, or set ANNOTATED_DATA to a "
                     f"folder whose '{subdir}/' holds it"
                 ) from None
-        _check_digest(tmp, sha256, f"downloaded from {url}")
+        _check_digest(tmp, sha256, f"downloaded from {url}", name=filename)
         os.replace(tmp, target)  # atomic on POSIX and Windows
     finally:
         tmp.unlink(missing_ok=True)
     return target
 
 
-# %% book/appendix_plumbing.md, cell 21 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 14 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
     """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
     here = (start or Path.cwd()).resolve()
@@ -195,7 +229,7 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# %% book/appendix_plumbing.md, cell 22 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
 def _jsonable(value: Any) -> Any:
     """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
     if isinstance(value, dict):
@@ -249,7 +283,7 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, cell 25 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, code cell 17 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved from a different configuration."""
 

@@ -1,0 +1,174 @@
+"""Plumbing: profiles, the verified atomic downloader (over real HTTP), results, checkpoints."""
+
+import functools
+import hashlib
+import http.server
+import json
+import socket
+import threading
+
+import pytest
+import torch
+
+from annotated import plumbing as P
+
+PAYLOAD = b"ein Hund rennt durch das Gras\n" * 1000
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+# --- profiles ---------------------------------------------------------------------------
+
+def test_profile_default_env_and_argument(monkeypatch):
+    monkeypatch.delenv("ANNOTATED_PROFILE", raising=False)
+    assert P.get_profile() == "cpu"
+    monkeypatch.setenv("ANNOTATED_PROFILE", " Smoke ")
+    assert P.get_profile() == "smoke"
+    assert P.get_profile("full") == "full"
+    assert P.by_profile(smoke=1, cpu=2, full=3) == 1
+    assert P.by_profile(smoke=1, cpu=2, full=3, profile="full") == 3
+
+
+@pytest.mark.parametrize("bad", ["ful", "gpu", ""])
+def test_unknown_profile_names_the_valid_ones(monkeypatch, bad):
+    monkeypatch.setenv("ANNOTATED_PROFILE", bad)
+    with pytest.raises(ValueError, match=r"unknown profile .*valid profiles are: smoke, cpu, full"):
+        P.get_profile()
+
+
+def test_setup_notebook_keeps_an_explicit_profile(monkeypatch, capsys):
+    monkeypatch.setenv("ANNOTATED_PROFILE", "smoke")
+    assert P.setup_notebook() == "smoke"
+    assert "profile: smoke" in capsys.readouterr().out
+
+
+def test_seed_everything_reproduces():
+    a = torch.rand(4, generator=P.seed_everything(7)), torch.rand(2)
+    b = torch.rand(4, generator=P.seed_everything(7)), torch.rand(2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert P.get_device().type in {"cpu", "cuda"}
+
+
+def test_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANNOTATED_DATA", str(tmp_path))
+    assert P.data_dir() == tmp_path
+    monkeypatch.delenv("ANNOTATED_DATA")
+    assert P.data_dir().name == "annotated"
+
+
+# --- downloader -------------------------------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        if self.path == "/truncated.bin":  # promises more bytes than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:100])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "data.bin").write_bytes(PAYLOAD)
+    handler = functools.partial(_Handler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("ANNOTATED_DATA", str(folder))
+    return folder
+
+
+def test_fetch_downloads_verifies_and_reuses(server, cache):
+    path = P.fetch(f"{server}/data.bin", DIGEST, "demo")
+    assert path == cache / "demo" / "data.bin" and path.read_bytes() == PAYLOAD
+    # A second call must not download again: it works with the server gone.
+    assert P.fetch("http://127.0.0.1:9/data.bin", DIGEST, "demo") == path
+
+
+def test_fetch_refuses_checksum_mismatch_and_leaves_nothing(server, cache):
+    with pytest.raises(P.ChecksumError, match=rf"data.bin .*SHA-256 {DIGEST}, expected 0{{64}}"):
+        P.fetch(f"{server}/data.bin", "0" * 64, "demo")
+    assert list((cache / "demo").iterdir()) == []
+
+
+def test_fetch_is_atomic_when_the_connection_breaks(server, cache):
+    with pytest.raises(P.DataUnavailableError, match="truncated.bin"):
+        P.fetch(f"{server}/truncated.bin", DIGEST, "demo")
+    assert list((cache / "demo").iterdir()) == [], "no partial file, under any name"
+
+
+def test_fetch_offline_error_is_one_clear_sentence(cache):
+    with pytest.raises(P.DataUnavailableError) as info:
+        P.fetch("http://127.0.0.1:9/train.de.gz", DIGEST, "multi30k")
+    message = str(info.value)
+    assert "train.de.gz is not in" in message and "download it by hand to" in message
+    assert str(cache / "multi30k" / "train.de.gz") in message and "ANNOTATED_DATA" in message
+
+
+def test_fetch_refuses_a_corrupt_local_copy(cache, tmp_path):
+    (cache / "demo").mkdir(parents=True)
+    (cache / "demo" / "data.bin").write_bytes(PAYLOAD[:-1])
+    with pytest.raises(P.ChecksumError, match=r"data.bin \(found at .*\) is corrupt"):
+        P.fetch((tmp_path / "nowhere" / "data.bin").as_uri(), DIGEST, "demo")
+
+
+def test_fetch_over_file_url(cache, tmp_path):
+    src = tmp_path / "data.bin"
+    src.write_bytes(PAYLOAD)
+    assert P.fetch(src.as_uri(), DIGEST, "demo").read_bytes() == PAYLOAD
+
+
+# --- results and checkpoints --------------------------------------------------------------
+
+def test_save_results_writes_provenance(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path))
+    path = P.save_results("01_attention", {"bleu": torch.tensor(31.5)}, {"lr": 1e-3}, 12.345,
+                          profile="cpu")
+    record = json.loads(path.read_text())
+    assert path.name == "01_attention.cpu.json"
+    assert record["metrics"] == {"bleu": 31.5} and record["settings"] == {"lr": 0.001}
+    assert record["wall_time_s"] == 12.35 and record["profile"] == "cpu"
+    assert {"commit", "device", "date", "torch"} <= set(record)
+    with pytest.raises(ValueError, match="no metrics"):
+        P.save_results("x", {})
+
+
+def test_results_dir_finds_repo(monkeypatch, repo_root):
+    monkeypatch.delenv("ANNOTATED_RESULTS", raising=False)
+    monkeypatch.chdir(repo_root / "book")
+    assert P.results_dir() == repo_root / "results"
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = P.save_checkpoint(tmp_path / "m.pt", net, {"d": 3}, opt, epoch=5)
+    net2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.Adam(net2.parameters())
+    assert P.load_checkpoint(path, net2, {"d": 3}, opt2) == {"epoch": 5}
+    assert torch.equal(net.weight, net2.weight)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(P.CheckpointError, match=r"different configuration \(d: saved 3, wanted 4\)"):
+        P.load_checkpoint(path, net2, {"d": 4})
+    (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:50])
+    with pytest.raises(P.CheckpointError, match="bad.pt is not a readable checkpoint"):
+        P.load_checkpoint(tmp_path / "bad.pt", net2, {"d": 3})
+    assert not list(tmp_path.glob("*.part"))
