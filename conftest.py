@@ -22,7 +22,6 @@ CHAPTER_BUDGET_S = 60.0  # each chapter's smoke run (issue: ≤ 60 s)
 
 # Set before any kernel starts: kernels inherit the environment.
 os.environ.setdefault("ANNOTATED_PROFILE", "smoke")
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("ANNOTATED_RESULTS", tempfile.mkdtemp(prefix="annotated-results-"))
 os.environ.setdefault("ANNOTATED_CHECKPOINTS", tempfile.mkdtemp(prefix="annotated-ckpt-"))
