@@ -5,6 +5,7 @@
 Modules and the chapters they come from:
 
     attention        book/01_attention.md
+    translation      book/02_translation.md
     transformer      book/05_transformer.md
     plumbing         book/appendix_plumbing.md
 """
@@ -12,7 +13,7 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'transformer', 'plumbing']
+__all__ = ['attention', 'translation', 'transformer', 'plumbing']
 
 
 def __getattr__(name: str):

@@ -1,0 +1,682 @@
+# GENERATED FILE, DO NOT EDIT. It is exported from book/02_translation.md by tools/export.py;
+# change the chapter and run `make export` instead.
+"""Translation data and the training loop (from book/02_translation.md)."""
+
+
+# %% book/02_translation.md, code cell 3 (Translation data and the training loop)
+import copy
+import dataclasses
+import functools
+import gzip
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from annotated.plumbing import fetch, load_checkpoint, save_checkpoint
+
+
+# %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
+MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{}"
+MULTI30K_FILES = {  # file name -> SHA-256 of the official gzipped file
+    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+}
+MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+
+
+# %% book/02_translation.md, code cell 5 (Multi30k: 31,014 captions in two languages)
+def read_lines(path: str | Path) -> list[str]:
+    """The stripped lines of a UTF-8 text file, gzipped or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        text = f.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.strip() for line in lines]
+
+
+def load_multi30k(split: str) -> list[tuple[str, str]]:
+    """The (German, English) sentence pairs of a Multi30k task-1 split: 'train', 'val' or 'test'."""
+    if split not in MULTI30K_SPLITS:
+        raise ValueError(f"unknown Multi30k split {split!r}; choose one of {sorted(MULTI30K_SPLITS)}")
+    paths = []
+    for lang in ("de", "en"):
+        name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
+        paths.append(fetch(MULTI30K_URL.format(name), MULTI30K_FILES[name], "multi30k"))
+    de, en = read_lines(paths[0]), read_lines(paths[1])
+    if len(de) != len(en):
+        raise ValueError(f"{paths[0].name} has {len(de)} lines but {paths[1].name} has {len(en)}: "
+                         f"not a parallel corpus")
+    return list(zip(de, en, strict=True))
+
+
+# %% book/02_translation.md, code cell 7 (Tokenisation, and the newline that was not there)
+@functools.cache
+def spacy_tokenizer(lang: str):
+    """spaCy's rule-based tokenizer for `lang` ('de', 'en'): no model download, loaded once."""
+    import spacy
+
+    return spacy.blank(lang).tokenizer
+
+
+# %% book/02_translation.md, code cell 9 (Tokenisation, and the newline that was not there)
+def tokenize(text: str, lang: str) -> list[str]:
+    """Lowercased spaCy tokens of `text` in language `lang`, whitespace tokens dropped."""
+    if not isinstance(text, str):
+        raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
+    return [t.text.lower() for t in spacy_tokenizer(lang)(text.strip()) if not t.is_space]
+
+
+def tokenize_de(text: str) -> list[str]:
+    """German tokens, lowercased (spaCy rules)."""
+    return tokenize(text, "de")
+
+
+def tokenize_en(text: str) -> list[str]:
+    """English tokens, lowercased (spaCy rules)."""
+    return tokenize(text, "en")
+
+
+# %% book/02_translation.md, code cell 11 (Tokenisation, and the newline that was not there)
+_NO_SPACE_BEFORE = {".", ",", "!", "?", ";", ":", ")", "]", "}", "%", "'s", "n't", "'re", "'ve",
+                    "'ll", "'d", "'m", "'", "-", "/"}
+_NO_SPACE_AFTER = {"(", "[", "{", "$", "-", "/"}
+
+
+def detokenize_en(tokens: Sequence[str]) -> str:
+    """Join English tokens into a sentence, undoing spaCy's splits of punctuation, clitics, hyphens."""
+    out: list[str] = []
+    glue = True  # no space before the first token
+    quote_open = False
+    for tok in tokens:
+        if tok == '"':
+            quote_open = not quote_open
+            out.append(tok if (glue or not quote_open) else " " + tok)
+            glue = quote_open
+            continue
+        out.append(tok if (glue or tok in _NO_SPACE_BEFORE) else " " + tok)
+        glue = tok in _NO_SPACE_AFTER
+    return "".join(out)
+
+
+# %% book/02_translation.md, code cell 13 (The vocabulary)
+SPECIALS = ("<unk>", "<pad>", "<sos>", "<eos>")
+UNK_IDX, PAD_IDX, SOS_IDX, EOS_IDX = range(4)
+
+
+class Vocab:
+    """Token <-> id maps with the specials <unk>=0, <pad>=1, <sos>=2, <eos>=3 first."""
+
+    unk_idx, pad_idx, sos_idx, eos_idx = UNK_IDX, PAD_IDX, SOS_IDX, EOS_IDX
+
+    def __init__(self, itos: Sequence[str]):
+        itos = list(itos)
+        if tuple(itos[:4]) != SPECIALS:
+            raise ValueError(f"a Vocab must start with {SPECIALS}, got {tuple(itos[:4])}")
+        if len(set(itos)) != len(itos):
+            dupes = sorted(t for t, n in Counter(itos).items() if n > 1)
+            raise ValueError(f"duplicate tokens in vocabulary: {dupes[:10]}")
+        self.itos = itos
+        self.stoi = {tok: i for i, tok in enumerate(itos)}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]], min_freq: int = 2) -> "Vocab":
+        """Every token seen at least `min_freq` times, by frequency then alphabetically."""
+        if min_freq < 1:
+            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        counts = Counter(tok for tokens in token_lists for tok in tokens)
+        kept = [t for t, n in counts.items() if n >= min_freq and t not in SPECIALS]
+        kept.sort(key=lambda t: (-counts[t], t))
+        return cls([*SPECIALS, *kept])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} tokens: {self.itos[4:9]}...)"
+
+
+# %% book/02_translation.md, code cell 14 (The vocabulary)
+def _encode(self, tokens: Sequence[str]) -> list[int]:
+    """Token ids; tokens not in the vocabulary become <unk>."""
+    if isinstance(tokens, str):
+        raise TypeError("encode expects a list of tokens, not a str (tokenize it first)")
+    return [self.stoi.get(tok, UNK_IDX) for tok in tokens]
+
+
+def _decode(self, ids: Sequence[int] | torch.Tensor, strip_specials: bool = True) -> list[str]:
+    """Tokens of `ids`; with strip_specials, stop at the first <eos> and drop <sos>/<pad>."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"decode expects a 1-D sequence of ids, got shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    bad = [i for i in ids if not 0 <= i < len(self.itos)]
+    if bad:
+        raise ValueError(f"ids {bad[:5]} out of range for a vocabulary of {len(self.itos)} tokens")
+    if not strip_specials:
+        return [self.itos[i] for i in ids]
+    out = []
+    for i in ids:
+        if i == EOS_IDX:
+            break
+        if i not in (SOS_IDX, PAD_IDX):
+            out.append(self.itos[i])
+    return out
+
+
+def _decode_batch(self, ids: torch.Tensor, strip_specials: bool = True) -> list[list[str]]:
+    """decode() for each row of a (B, T) tensor of ids."""
+    if ids.dim() != 2:
+        raise ValueError(f"decode_batch expects (B, T) ids, got shape {tuple(ids.shape)}")
+    return [self.decode(row, strip_specials) for row in ids]
+
+
+Vocab.encode, Vocab.decode, Vocab.decode_batch = _encode, _decode, _decode_batch
+
+
+# %% book/02_translation.md, code cell 15 (The vocabulary)
+def _save(self, path: str | Path) -> Path:
+    """Write the vocabulary as JSON (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps({"format": "annotated.Vocab/1", "itos": self.itos}, ensure_ascii=False))
+    os.replace(tmp, path)
+    return path
+
+
+def _load(cls, path: str | Path) -> "Vocab":
+    """Read a vocabulary written by save()."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        itos = payload["itos"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a saved Vocab ({type(err).__name__}: {err})") from None
+    return cls(itos)
+
+
+Vocab.save, Vocab.load = _save, classmethod(_load)
+
+
+# %% book/02_translation.md, code cell 17 (From sentences to tensors)
+class TranslationDataset(Dataset):
+    """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""
+
+    def __init__(self, src: list[list[int]], tgt: list[list[int]], index: list[int],
+                 skipped: dict[str, int]):
+        self.src, self.tgt = src, tgt
+        self.index = index  # position of each example in the pairs it was made from
+        self.skipped = skipped  # {"empty": n, "overlong": n} pairs left out
+        self.pad_idx = PAD_IDX
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        return self.src[i], self.tgt[i]
+
+    def __repr__(self) -> str:
+        return f"TranslationDataset({len(self)} pairs, skipped {self.skipped})"
+
+
+# %% book/02_translation.md, code cell 18 (From sentences to tensors)
+def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
+                 max_len: int | None = None, overlong: str = "drop",
+                 src_tokenize: Callable[[str], list[str]] = tokenize_de,
+                 tgt_tokenize: Callable[[str], list[str]] = tokenize_en) -> TranslationDataset:
+    """Tokenise (unless given token lists) and encode pairs; drop empty and over-long ones (see text)."""
+    if overlong not in ("drop", "truncate"):
+        raise ValueError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
+    if max_len is not None and max_len < 1:
+        raise ValueError(f"max_len must be a positive number of tokens or None, got {max_len}")
+    src, tgt, index, skipped = [], [], [], {"empty": 0, "overlong": 0}
+    for i, (s, t) in enumerate(pairs):
+        s = src_tokenize(s) if isinstance(s, str) else list(s)
+        t = tgt_tokenize(t) if isinstance(t, str) else list(t)
+        if not s or not t:
+            skipped["empty"] += 1
+            continue
+        if max_len is not None and max(len(s), len(t)) > max_len:
+            if overlong == "drop":
+                skipped["overlong"] += 1
+                continue
+            s, t = s[:max_len], t[:max_len]
+        src.append(src_vocab.encode(s) + [EOS_IDX])
+        tgt.append([SOS_IDX] + tgt_vocab.encode(t) + [EOS_IDX])
+        index.append(i)
+    return TranslationDataset(src, tgt, index, skipped)
+
+
+# %% book/02_translation.md, code cell 20 (Padding, and how much of it bucketing saves)
+def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
+              pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (src, tgt) id lists into two LongTensors (B, S) and (B, T), padded at the end."""
+    if len(examples) == 0:
+        raise ValueError("cannot make a batch out of zero examples")
+    out = []
+    for side in (0, 1):
+        seqs = [ex[side] for ex in examples]
+        batch = torch.full((len(seqs), max(map(len, seqs))), pad_idx, dtype=torch.long)  # (B, L)
+        for row, seq in enumerate(seqs):
+            batch[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        out.append(batch)
+    return out[0], out[1]
+
+
+# %% book/02_translation.md, code cell 21 (Padding, and how much of it bucketing saves)
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of example indices with B * max(S, T) <= max_tokens, optionally length-bucketed."""
+
+    def __init__(self, dataset: TranslationDataset, max_tokens: int, shuffle: bool = True,
+                 seed: int = 0, bucket: bool = True):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.src_len = [len(s) for s in dataset.src]
+        self.tgt_len = [len(t) for t in dataset.tgt]
+        self.max_tokens, self.shuffle, self.seed, self.bucket = max_tokens, shuffle, seed, bucket
+        self.epoch = 0
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The batches of one epoch (deterministic given seed and epoch)."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.src_len)
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if self.bucket:  # stable sort: equal lengths keep their random order
+            order.sort(key=lambda i: (self.src_len[i], self.tgt_len[i]))
+        batches, current, longest = [], [], 0
+        for i in order:
+            size = max(self.src_len[i], self.tgt_len[i])
+            if current and (len(current) + 1) * max(longest, size) > self.max_tokens:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, size)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches(self.epoch)
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches(self.epoch))
+
+
+# %% book/02_translation.md, code cell 22 (Padding, and how much of it bucketing saves)
+def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True, seed: int = 0,
+                bucket: bool = True) -> DataLoader:
+    """A DataLoader of (src (B, S), tgt (B, T)) LongTensor batches under a token budget."""
+    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=shuffle, seed=seed, bucket=bucket)
+    return DataLoader(dataset, batch_sampler=sampler,
+                      collate_fn=functools.partial(pad_batch, pad_idx=dataset.pad_idx))
+
+
+def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     pad_idx: int = PAD_IDX) -> float:
+    """The fraction of padded positions over all (src and tgt) positions of one pass over `loader`."""
+    pads = total = 0
+    for src, tgt in loader:
+        pads += int((src == pad_idx).sum() + (tgt == pad_idx).sum())
+        total += src.numel() + tgt.numel()
+    return pads / total
+
+
+# %% book/02_translation.md, code cell 25 (A bundle for the later chapters)
+@dataclass
+class TranslationData:
+    """Multi30k de->en ready to batch: raw pairs, vocabularies and datasets per split."""
+
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    train: TranslationDataset
+    val: TranslationDataset
+    test: TranslationDataset
+    train_pairs: list[tuple[str, str]]
+    val_pairs: list[tuple[str, str]]
+    test_pairs: list[tuple[str, str]]
+
+
+def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
+                     test_size: int | None = None, min_freq: int = 2,
+                     max_len: int | None = None) -> TranslationData:
+    """Load Multi30k (first *_size pairs of each split), build vocabularies on train, encode all."""
+    pairs = {s: load_multi30k(s)[:n] for s, n in (("train", train_size), ("val", val_size),
+                                                  ("test", test_size))}
+    src_tok = [tokenize_de(de) for de, _ in pairs["train"]]
+    tgt_tok = [tokenize_en(en) for _, en in pairs["train"]]
+    src_vocab, tgt_vocab = Vocab.build(src_tok, min_freq), Vocab.build(tgt_tok, min_freq)
+    train = make_dataset(list(zip(src_tok, tgt_tok)), src_vocab, tgt_vocab, max_len=max_len)
+    val = make_dataset(pairs["val"], src_vocab, tgt_vocab)
+    test = make_dataset(pairs["test"], src_vocab, tgt_vocab)
+    return TranslationData(src_vocab, tgt_vocab, train, val, test,
+                           pairs["train"], pairs["val"], pairs["test"])
+
+
+# %% book/02_translation.md, code cell 26 (The loss, and perplexity)
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PAD_IDX,
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss to optimise: mean over non-pad tokens, summed plain CE, number of non-pad tokens)."""
+    if logits.dim() != 3 or logits.shape[:2] != targets.shape:
+        raise ValueError(f"logits must be (B, T, V) and targets (B, T); got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    log_p = logits.float().log_softmax(dim=-1)  # (B, T, V)
+    mask = targets != pad_idx  # (B, T)
+    n_tokens = int(mask.sum())
+    nll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[mask]  # (N,)
+    nll_sum = nll.sum()
+    loss = nll_sum
+    if label_smoothing > 0:
+        uniform = -log_p.mean(dim=-1)[mask]  # (N,)
+        loss = (1 - label_smoothing) * nll_sum + label_smoothing * uniform.sum()
+    return loss / max(n_tokens, 1), nll_sum.detach(), n_tokens
+
+
+def perplexity(nll_sum: float, n_tokens: int) -> float:
+    """exp(summed cross-entropy / number of tokens)."""
+    if n_tokens <= 0:
+        raise ValueError(f"perplexity of zero tokens is undefined (n_tokens={n_tokens})")
+    return math.exp(nll_sum / n_tokens)
+
+
+# %% book/02_translation.md, code cell 28 (One epoch of training, one of evaluation)
+Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def default_forward(model: nn.Module, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    """The model protocol: model(src (B, S), tgt_in (B, T)) -> logits (B, T, V)."""
+    return model(src, tgt_in)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without any)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def progress_bar(iterable: Iterable, desc: str, total: int | None = None, enabled: bool | None = None):
+    """A tqdm bar: shown in a terminal, silent when TQDM_DISABLE is set or output is not interactive."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = not os.environ.get("TQDM_DISABLE") and sys.stderr.isatty()
+    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
+
+
+# %% book/02_translation.md, code cell 29 (One epoch of training, one of evaluation)
+def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
+                clip: float | None = 1.0, label_smoothing: float = 0.0, forward: Forward | None = None,
+                scheduler=None, max_steps: int | None = None, pad_idx: int = PAD_IDX,
+                progress: bool | None = None) -> dict:
+    """One pass of teacher-forced training; returns the plain CE, perplexity, tokens and speed."""
+    forward, device = forward or default_forward, model_device(model)
+    model.train()
+    nll_total, tokens, steps, start = 0.0, 0, 0, time.perf_counter()
+    total = min(len(loader), max_steps) if max_steps else len(loader)
+    for src, tgt in progress_bar(loader, "train", total, progress):
+        src, tgt = src.to(device), tgt.to(device)
+        logits = forward(model, src, tgt[:, :-1])  # (B, T, V)
+        loss, nll_sum, n = sequence_loss(logits, tgt[:, 1:], pad_idx, label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {float(loss)} at step {steps}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        if scheduler is not None:  # a per-step schedule (warm-up and decay)
+            scheduler.step()
+        nll_total, tokens, steps = nll_total + float(nll_sum), tokens + n, steps + 1
+        if max_steps is not None and steps >= max_steps:
+            break
+    seconds = time.perf_counter() - start
+    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens,
+            "steps": steps, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+# %% book/02_translation.md, code cell 30 (One epoch of training, one of evaluation)
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, forward: Forward | None = None,
+             max_steps: int | None = None, pad_idx: int = PAD_IDX) -> dict:
+    """Teacher-forced CE and perplexity over all non-pad target tokens of `loader`."""
+    forward, device = forward or default_forward, model_device(model)
+    model.eval()
+    nll_total, tokens = 0.0, 0
+    for step, (src, tgt) in enumerate(loader):
+        if max_steps is not None and step >= max_steps:
+            break
+        src, tgt = src.to(device), tgt.to(device)
+        _, nll_sum, n = sequence_loss(forward(model, src, tgt[:, :-1]), tgt[:, 1:], pad_idx)
+        nll_total, tokens = nll_total + float(nll_sum), tokens + n
+    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
+
+
+# %% book/02_translation.md, code cell 31 (Free-running perplexity)
+@torch.no_grad()
+def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
+                            pad_idx: int = PAD_IDX) -> dict:
+    """CE and perplexity of the reference tokens while the model reads its own greedy output."""
+    if not callable(getattr(model, "free_running_logits", None)):
+        raise TypeError(f"{type(model).__name__} has no free_running_logits(src, tgt_len) method "
+                        f"(see the protocol in annotated.translation)")
+    device = model_device(model)
+    model.eval()
+    nll_total, tokens = 0.0, 0
+    for step, (src, tgt) in enumerate(loader):
+        if max_steps is not None and step >= max_steps:
+            break
+        src, tgt_out = src.to(device), tgt[:, 1:].to(device)  # (B, S), (B, T)
+        logits = model.free_running_logits(src, tgt_out.size(1))  # (B, T, V)
+        _, nll_sum, n = sequence_loss(logits, tgt_out, pad_idx)
+        nll_total, tokens = nll_total + float(nll_sum), tokens + n
+    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
+
+
+# %% book/02_translation.md, code cell 32 (Fitting: epochs, early stopping, checkpoints)
+@dataclass
+class TrainConfig:
+    """How fit() trains: length, optimiser defaults, clipping, early stopping, reporting."""
+
+    epochs: int = 10  # maximum passes over the training data
+    lr: float = 1e-3  # Adam's learning rate when fit() builds the optimizer itself
+    clip: float | None = 1.0  # maximum global gradient norm (None: no clipping)
+    patience: int | None = 3  # stop after this many epochs without improvement (None: never)
+    min_delta: float = 0.0  # a smaller fall of the validation loss is no improvement
+    label_smoothing: float = 0.0  # epsilon of the smoothed training loss
+    max_steps: int | None = None  # at most this many training batches per epoch (smoke runs)
+    max_eval_steps: int | None = None  # at most this many validation batches
+    scheduler_interval: str = "epoch"  # call scheduler.step() every 'epoch' or every 'step'
+    resume: bool = False  # load a finished run from checkpoint_path instead of training
+    verbose: bool = True  # print one line per epoch
+    progress: bool | None = None  # tqdm bar: None = only in a terminal, never with TQDM_DISABLE
+
+    def run_settings(self) -> dict:
+        """The fields that change the result (what a checkpoint must match)."""
+        skip = {"resume", "verbose", "progress"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+# %% book/02_translation.md, code cell 33 (Fitting: epochs, early stopping, checkpoints)
+def _new_history() -> dict:
+    keys = ("epoch", "train_loss", "train_ppl", "val_loss", "val_ppl", "lr", "seconds", "tokens_per_s")
+    return {k: [] for k in keys} | {"best_epoch": None, "best_val_loss": math.inf, "stopped_early": False}
+
+
+def _step_scheduler(scheduler, config: TrainConfig, val_loss: float) -> None:
+    if scheduler is None or config.scheduler_interval != "epoch":
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
+# %% book/02_translation.md, code cell 34 (Fitting: epochs, early stopping, checkpoints)
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
+        optimizer: torch.optim.Optimizer | None = None, config: TrainConfig | None = None,
+        scheduler=None, checkpoint_path: str | Path | None = None, forward: Forward | None = None,
+        model_config: dict | None = None) -> dict:
+    """Train with early stopping on validation loss; leave the best weights in `model`; return the history."""
+    config = config or TrainConfig()
+    if config.scheduler_interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {config.scheduler_interval!r}")
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
+    ckpt_config = {"model": model_config or {}, "train": config.run_settings()}
+    if checkpoint_path is not None and config.resume and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path, model, ckpt_config, map_location=model_device(model))
+        if state.get("finished"):
+            if config.verbose:
+                print(f"loaded the finished run from {checkpoint_path} (best epoch {state['history']['best_epoch']})")
+            return state["history"]
+    history, best_state, bad_epochs = _new_history(), None, 0
+    for epoch in range(1, config.epochs + 1):
+        tr = train_epoch(model, train_loader, optimizer, clip=config.clip, forward=forward,
+                         label_smoothing=config.label_smoothing, max_steps=config.max_steps,
+                         scheduler=scheduler if config.scheduler_interval == "step" else None,
+                         progress=config.progress)
+        va = evaluate(model, val_loader, forward=forward, max_steps=config.max_eval_steps)
+        _step_scheduler(scheduler, config, va["loss"])
+        for key, value in (("epoch", epoch), ("train_loss", tr["loss"]), ("train_ppl", tr["ppl"]),
+                           ("val_loss", va["loss"]), ("val_ppl", va["ppl"]), ("seconds", tr["seconds"]),
+                           ("lr", optimizer.param_groups[0]["lr"]), ("tokens_per_s", tr["tokens_per_s"])):
+            history[key].append(value)
+        improved = va["loss"] < history["best_val_loss"] - config.min_delta
+        if improved:
+            history["best_epoch"], history["best_val_loss"], bad_epochs = epoch, va["loss"], 0
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False)
+        else:
+            bad_epochs += 1
+        if config.verbose:
+            print(f"epoch {epoch:3d} | train ppl {tr['ppl']:8.2f} | val ppl {va['ppl']:8.2f} | "
+                  f"{tr['seconds']:6.1f} s, {tr['tokens_per_s']:7.0f} tok/s{'  *' if improved else ''}")
+        if config.patience is not None and bad_epochs >= config.patience:
+            history["stopped_early"] = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history["best_val_ppl"] = math.exp(history["best_val_loss"])
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=True)
+    return history
+
+
+# %% book/02_translation.md, code cell 35 (Fitting: epochs, early stopping, checkpoints)
+def plot_history(history: dict, title: str | None = None):
+    """Training and validation loss and perplexity per epoch; the best epoch is marked."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key, style in (("train", "-o"), ("val", "-s")):
+        ax_loss.plot(history["epoch"], history[f"{key}_loss"], style, ms=3, label=key)
+        ax_ppl.plot(history["epoch"], history[f"{key}_ppl"], style, ms=3, label=key)
+    for ax, name in ((ax_loss, "cross-entropy (nats/token)"), (ax_ppl, "perplexity")):
+        if history.get("best_epoch"):
+            ax.axvline(history["best_epoch"], color="grey", ls=":", lw=1, label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend()
+    ax_ppl.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# %% book/02_translation.md, code cell 36 (BLEU, two ways)
+def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """Case-insensitive corpus sacreBLEU of detokenised hypotheses vs raw references: (score, signature)."""
+    from sacrebleu.metrics import BLEU
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if not hypotheses:
+        raise ValueError("BLEU of an empty corpus is undefined")
+    bleu = BLEU(lowercase=True)
+    score = bleu.corpus_score(list(hypotheses), [list(references)])
+    return score.score, str(bleu.get_signature())
+
+
+# %% book/02_translation.md, code cell 37 (BLEU, two ways)
+def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU on given tokens (no tokenizer, no smoothing): the tutorials' 'tokenised BLEU'."""
+    from sacrebleu.metrics import BLEU
+
+    if len(hyp_tokens) != len(ref_tokens):
+        raise ValueError(f"{len(hyp_tokens)} hypotheses but {len(ref_tokens)} references")
+    if not hyp_tokens:
+        raise ValueError("BLEU of an empty corpus is undefined")
+    for tokens in (*hyp_tokens[:1], *ref_tokens[:1]):
+        if isinstance(tokens, str):
+            raise TypeError("tokenized_bleu expects lists of tokens, not strings")
+    bleu = BLEU(tokenize="none", smooth_method="none", force=True)
+    hyps = [" ".join(t) for t in hyp_tokens]
+    return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
+
+
+# %% book/02_translation.md, code cell 38 (BLEU, two ways)
+def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, str]]) -> dict:
+    """Both BLEUs of English hypotheses (token lists) against the raw references of `pairs`."""
+    references = [en for _, en in pairs]
+    score, signature = sacrebleu_corpus([detokenize_en(t) for t in hyp_tokens], references)
+    return {"sacrebleu": score, "signature": signature,
+            "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
+
+
+# %% book/02_translation.md, code cell 42 (The loop at work: a baseline)
+class BagOfWordsTranslator(nn.Module):
+    """Baseline: predict y_t from y_{t-1} and the mean source embedding (no order, no memory)."""
+
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.src_emb = nn.Embedding(src_vocab_size, d, padding_idx=PAD_IDX)
+        self.tgt_emb = nn.Embedding(tgt_vocab_size, d, padding_idx=PAD_IDX)
+        self.hidden = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(d, tgt_vocab_size)
+
+    def encode(self, src: torch.Tensor) -> torch.Tensor:
+        """Mean embedding of the non-pad source tokens: (B, S) -> (B, d)."""
+        keep = (src != PAD_IDX).unsqueeze(-1).float()  # (B, S, 1)
+        return (self.src_emb(src) * keep).sum(1) / keep.sum(1).clamp(min=1)  # (B, d)
+
+    def step(self, x_bar: torch.Tensor, y_prev: torch.Tensor) -> torch.Tensor:
+        """Logits for the next word: x_bar (B, d), y_prev (B, T) -> (B, T, V)."""
+        x_bar = x_bar.unsqueeze(1).expand(-1, y_prev.size(1), -1)  # (B, T, d)
+        return self.out(self.hidden(torch.cat([self.tgt_emb(y_prev), x_bar], dim=-1)))
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: (B, S), (B, T) -> logits (B, T, V)."""
+        return self.step(self.encode(src), tgt_in)
+
+    def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
+        """Greedy decoding from <sos> for tgt_len steps, fed its own argmax: logits (B, tgt_len, V)."""
+        x_bar = self.encode(src)  # (B, d)
+        y = torch.full((src.size(0), 1), SOS_IDX, dtype=torch.long, device=src.device)  # (B, 1)
+        steps = []
+        for _ in range(tgt_len):
+            logits = self.step(x_bar, y)  # (B, 1, V)
+            steps.append(logits)
+            y = logits.argmax(-1)  # (B, 1)
+        return torch.cat(steps, dim=1)  # (B, tgt_len, V)
