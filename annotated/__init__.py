@@ -6,6 +6,7 @@ Modules and the chapters they come from:
 
     attention        book/01_attention.md
     translation      book/02_translation.md
+    bptt             book/04_bptt.md
     transformer      book/05_transformer.md
     plumbing         book/appendix_plumbing.md
 """
@@ -13,7 +14,7 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'translation', 'transformer', 'plumbing']
+__all__ = ['attention', 'translation', 'bptt', 'transformer', 'plumbing']
 
 
 def __getattr__(name: str):
