@@ -196,7 +196,7 @@ def copy_from_torch_mha(ours: MultiHeadAttention, ref: nn.MultiheadAttention) ->
     return ours
 
 
-# %% book/01_attention.md, code cell 31 (How fast is it?)
+# %% book/01_attention.md, code cell 32 (How fast is it?)
 class SDPAMultiHeadAttention(MultiHeadAttention):
     """The same module with PyTorch's fused SDPA as its core: the speed reference for ours."""
 
