@@ -8,13 +8,15 @@ Modules and the chapters they come from:
     translation      book/02_translation.md
     bptt             book/04_bptt.md
     transformer      book/05_transformer.md
+    vit              book/06_vit.md
+    vit_analysis     book/07_vit_inside.md
     plumbing         book/appendix_plumbing.md
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'translation', 'bptt', 'transformer', 'plumbing']
+__all__ = ['attention', 'translation', 'bptt', 'transformer', 'vit', 'vit_analysis', 'plumbing']
 
 
 def __getattr__(name: str):

@@ -1,16 +1,30 @@
-"""Tests for annotated.transformer (chapter 5): layers, equivalence with torch.nn, decoding."""
+"""Tests for annotated.transformer (chapter 5): layers, equivalence with torch.nn, decoding, learning."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
+from annotated.plumbing import CheckpointError, load_checkpoint, save_checkpoint
 from annotated.transformer import (
     Encoder,
     EncoderLayer,
+    EncoderOnlyTranslator,
+    PositionalEncoding,
+    TorchTransformer,
+    Transformer,
+    attention_maps,
+    beam_search,
     copy_encoder_layer_from_torch,
+    copy_from_torch,
+    greedy_decode,
+    sinusoidal_table,
 )
+
+PAD, SOS, EOS = 1, 2, 3
 
 
 def _keep_mask(B: int, S: int, lengths: list[int]) -> torch.Tensor:
@@ -18,6 +32,23 @@ def _keep_mask(B: int, S: int, lengths: list[int]) -> torch.Tensor:
     for i, n in enumerate(lengths):
         keep[i, :n] = True
     return keep
+
+
+def _toy(norm_first: bool = False, seed: int = 0, **kw) -> Transformer:
+    torch.manual_seed(seed)
+    args = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, norm_first=norm_first)
+    args.update(kw)
+    return Transformer(20, 24, **args).eval()
+
+
+def _batch(seed: int = 0, B: int = 4, S: int = 7, T: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, 20, (B, S), generator=g)
+    tgt = torch.randint(4, 24, (B, T), generator=g)
+    src[1, S - 2:] = PAD
+    src[2, 2:] = PAD
+    tgt[2, T - 3:] = PAD
+    return src, tgt
 
 
 # ---------------------------------------------------------------- encoder layer
@@ -35,8 +66,7 @@ def test_encoder_layer_matches_torch(norm_first, activation):
     ref = theirs(x, src_key_padding_mask=~keep)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     assert ours.self_attn.attn.shape == (3, 3, 6, 6)
-    # masked keys get zero weight
-    assert ours.self_attn.attn[2, :, :, 1:].abs().max() == 0
+    assert ours.self_attn.attn[2, :, :, 1:].abs().max() == 0  # masked keys get zero weight
 
 
 def test_encoder_layer_padding_invariance():
@@ -46,8 +76,7 @@ def test_encoder_layer_padding_invariance():
     keep = _keep_mask(2, 5, [5, 3])
     y = x.clone()
     y[1, 3:] = torch.randn(2, 16) * 10  # change only padded positions
-    out_x = layer(x, keep[:, None, None, :])
-    out_y = layer(y, keep[:, None, None, :])
+    out_x, out_y = layer(x, keep[:, None, None, :]), layer(y, keep[:, None, None, :])
     torch.testing.assert_close(out_x[1, :3], out_y[1, :3], atol=1e-6, rtol=0)
     torch.testing.assert_close(out_x[0], out_y[0])
 
@@ -56,9 +85,7 @@ def test_encoder_stack_shapes_and_final_norm():
     torch.manual_seed(2)
     enc = Encoder(16, 2, 32, n_layers=3, dropout=0.0, norm_first=True).eval()
     out = enc(torch.randn(4, 9, 16) * 5 + 3)
-    assert out.shape == (4, 9, 16)
-    assert len(enc.layers) == 3
-    # the final LayerNorm (weight 1, bias 0 at init) gives zero mean, unit variance rows
+    assert out.shape == (4, 9, 16) and len(enc.layers) == 3
     torch.testing.assert_close(out.mean(-1), torch.zeros(4, 9), atol=1e-5, rtol=0)
 
 
@@ -71,9 +98,221 @@ def test_copy_encoder_layer_refuses_mismatch():
     theirs = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True)
     with pytest.raises(ValueError, match="norm_first differs"):
         copy_encoder_layer_from_torch(EncoderLayer(16, 4, 32, norm_first=True), theirs)
-    with pytest.raises(ValueError, match="d_model=24.*d_model=16"):
+    with pytest.raises(ValueError, match="d_model=24.*embed_dim=16"):
         copy_encoder_layer_from_torch(EncoderLayer(24, 4, 32), theirs)
     with pytest.raises(ValueError, match="heads=2.*heads=4"):
         copy_encoder_layer_from_torch(EncoderLayer(16, 2, 32), theirs)
     with pytest.raises(ValueError, match=r"shape \(48, 16\).*\(32, 16\)"):
         copy_encoder_layer_from_torch(EncoderLayer(16, 4, 48), theirs)
+
+
+# ---------------------------------------------------------------- positions, embeddings
+def test_sinusoidal_table_formula():
+    table = sinusoidal_table(10, 8)
+    p, i = 7, 2  # entry (p, 2i) = sin(p / 10000^(2i/d)), (p, 2i+1) = cos(...)
+    angle = torch.tensor(p / 10000 ** (2 * i / 8))
+    torch.testing.assert_close(table[p, 2 * i], torch.sin(angle))
+    torch.testing.assert_close(table[p, 2 * i + 1], torch.cos(angle))
+    assert sinusoidal_table(5, 7).shape == (5, 7)  # odd widths work
+
+
+def test_source_longer_than_positional_table():
+    model = _toy(max_len=8)
+    with pytest.raises(ValueError, match="length 9 is longer than the positional table.*max_len=8"):
+        model(torch.full((2, 9), 5), torch.full((2, 3), 5))
+    with pytest.raises(ValueError, match="length 12 .*max_len=10"):
+        PositionalEncoding(4, max_len=10, learned=True)(torch.zeros(1, 12, 4))
+
+
+def test_bad_token_ids_and_empty_batch():
+    model = _toy()
+    with pytest.raises(ValueError, match=r"ids in \[0, 20\].*\[0, 19\].*vocab_size=20"):
+        model(torch.tensor([[0, 20]]), torch.tensor([[2, 4]]))
+    with pytest.raises(ValueError, match=r"ids in \[-1, 4\]"):
+        model(torch.tensor([[5, 6]]), torch.tensor([[-1, 4]]))
+    with pytest.raises(ValueError, match=r"empty batch: src has shape \(0, 5\)"):
+        greedy_decode(model, torch.zeros(0, 5, dtype=torch.long), 5, SOS, EOS)
+    with pytest.raises(ValueError, match=r"empty batch: tokens has shape \(0, 4\)"):
+        model(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer ids.*float32"):
+        model(torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="d_model=30 is not divisible by n_heads=4"):
+        Transformer(10, 10, 30, 4, 1, 16, 0.0, False)
+
+
+def test_bad_decoding_arguments():
+    model, (src, _) = _toy(), _batch()
+    with pytest.raises(ValueError, match="beam_size must be an integer >= 1, got 0"):
+        beam_search(model, src, 0, 5, SOS, EOS)
+    with pytest.raises(ValueError, match="max_len must be an integer >= 1, got 0"):
+        beam_search(model, src, 2, 0, SOS, EOS)
+    with pytest.raises(ValueError, match="max_len must be an integer >= 1, got -3"):
+        greedy_decode(model, src, -3, SOS, EOS)
+
+
+# ---------------------------------------------------------------- equivalence with nn.Transformer
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_matches_torch_transformer(norm_first):
+    torch.manual_seed(3)
+    kw = dict(d_model=32, n_heads=4, n_layers=2, d_ff=48, dropout=0.1, norm_first=norm_first)
+    theirs, ours = TorchTransformer(20, 24, **kw).eval(), Transformer(20, 24, **kw).eval()
+    copy_from_torch(ours, theirs)
+    src, tgt = _batch(3)
+    out, ref = ours(src, tgt), theirs(src, tgt)
+    assert out.shape == (4, 6, 24)
+    assert (out - ref).abs().max() <= 1e-5
+
+
+def test_copy_from_torch_refuses_mismatch():
+    ours = Transformer(20, 24, 32, 4, 2, 48, 0.0, False)
+    with pytest.raises(ValueError, match="layer counts differ: ours 2\\+2, PyTorch's 3\\+3"):
+        copy_from_torch(ours, TorchTransformer(20, 24, 32, 4, 3, 48, 0.0, False))
+    with pytest.raises(ValueError, match="heads=4.*heads=2"):
+        copy_from_torch(ours, TorchTransformer(20, 24, 32, 2, 2, 48, 0.0, False))
+    with pytest.raises(ValueError, match="d_model=32.*embed_dim=16"):
+        copy_from_torch(ours, TorchTransformer(20, 24, 16, 4, 2, 48, 0.0, False))
+    with pytest.raises(ValueError, match=r"norm_first differs"):
+        copy_from_torch(ours, TorchTransformer(20, 24, 32, 4, 2, 48, 0.0, True))
+    with pytest.raises(ValueError, match=r"target embedding: ours has shape \(24, 32\).*\(30, 32\)"):
+        copy_from_torch(ours, TorchTransformer(20, 30, 32, 4, 2, 48, 0.0, False))
+
+
+# ---------------------------------------------------------------- masks
+@settings(max_examples=15, deadline=None)
+@given(t=st.integers(0, 5), seed=st.integers(0, 1000), norm_first=st.booleans())
+def test_causal_mask_future_tokens_do_not_leak(t, seed, norm_first):
+    model = _toy(norm_first, seed=seed % 3)
+    src, tgt = _batch(seed, T=6)
+    tgt[2] = torch.arange(4, 10)  # no padding in the rows we perturb
+    changed = tgt.clone()
+    changed[:, t] = (changed[:, t] + 7) % 20 + 4  # change target token t
+    a, b = model(src, tgt), model(src, changed)
+    torch.testing.assert_close(a[:, :t], b[:, :t], atol=1e-5, rtol=0)  # earlier logits unchanged
+    assert (a[:, t:] - b[:, t:]).abs().max() > 1e-4  # and the change is seen from t on
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_source_padding_positions_are_ignored(norm_first):
+    model = _toy(norm_first, seed=4)
+    src, tgt = _batch(4, S=9)
+    src[:, 6:] = PAD
+    longer = torch.cat([src, torch.full((4, 3), PAD)], dim=1)  # extra padding columns
+    torch.testing.assert_close(model(src, tgt), model(longer, tgt), atol=1e-5, rtol=0)
+    # and the padded *positions* themselves may hold anything the encoder produces: only ids matter,
+    # so check the memory at real positions is independent of how much padding follows
+    m1, _ = model.encode(src)
+    m2, _ = model.encode(longer)
+    torch.testing.assert_close(m1[:, :6], m2[:, :6], atol=1e-5, rtol=0)
+
+
+def test_attention_maps_shapes_and_masking():
+    model = _toy(seed=5)
+    src, tgt = _batch(5)
+    model(src, tgt)
+    maps = attention_maps(model)
+    assert [len(v) for v in maps.values()] == [2, 2, 2]
+    assert maps["encoder self-attention"][0].shape == (4, 4, 7, 7)
+    assert maps["cross-attention"][1].shape == (4, 4, 6, 7)
+    dec = maps["decoder self-attention"][0]
+    assert torch.triu(dec, diagonal=1).abs().max() == 0  # no attention to the future
+    assert maps["cross-attention"][0][2, :, :, 2:].abs().max() == 0  # nor to source padding
+
+
+# ---------------------------------------------------------------- decoding
+def _logprob_of(model: Transformer, src: torch.Tensor, hyp: torch.Tensor) -> torch.Tensor:
+    """Sum of log-probabilities of each hypothesis (up to and including <eos>) under teacher forcing."""
+    inp = torch.cat([torch.full((hyp.size(0), 1), SOS), hyp], dim=1)[:, :-1]
+    logits = model(src, inp)
+    logits[..., [PAD, SOS]] = float("-inf")  # the decoders never emit these two
+    logp = logits.log_softmax(-1).gather(-1, hyp[..., None]).squeeze(-1)
+    return (logp * (hyp != PAD)).sum(-1)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_beam_one_equals_greedy(norm_first):
+    model = _toy(norm_first, seed=6)
+    src, _ = _batch(6, B=6)
+    greedy = greedy_decode(model, src, 10, SOS, EOS)
+    assert greedy.shape[0] == 6 and greedy.shape[1] <= 10
+    assert torch.equal(beam_search(model, src, 1, 10, SOS, EOS), greedy)
+
+
+def test_greedy_matches_step_by_step_argmax():
+    model = _toy(seed=7)
+    src = _batch(7)[0][:1]
+    out = greedy_decode(model, src, 6, SOS, EOS)
+    ys = torch.tensor([[SOS]])
+    for _ in range(out.size(1)):
+        logits = model(src, ys)[:, -1:]
+        logits[..., [PAD, SOS]] = float("-inf")
+        ys = torch.cat([ys, logits.argmax(-1)], dim=1)
+    assert torch.equal(out, ys[:, 1:])
+
+
+def test_beam_scores_sorted_and_equal_to_model_logprob():
+    model = _toy(seed=8)
+    src, _ = _batch(8, B=3)
+    beams, scores = beam_search(model, src, 4, 8, SOS, EOS, length_penalty=0.0, return_all=True)
+    assert beams.shape[:2] == (3, 4) and beams.shape[2] <= 8
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # non-increasing down the beam
+    for b in range(3):  # each score is the model's log-probability of that hypothesis
+        recomputed = _logprob_of(model, src[b:b + 1].expand(4, -1), beams[b])
+        torch.testing.assert_close(scores[b], recomputed, atol=1e-4, rtol=0)
+    # a wider beam never finds a worse best hypothesis (raw log-probability)
+    best_greedy = _logprob_of(model, src, greedy_decode(model, src, 8, SOS, EOS))
+    assert (scores[:, 0] >= best_greedy - 1e-4).all()
+
+
+def test_decoding_restores_training_mode():
+    model = _toy(seed=9).train()
+    greedy_decode(model, _batch()[0], 4, SOS, EOS)
+    assert model.training
+
+
+def test_encoder_only_translator():
+    torch.manual_seed(10)
+    model = EncoderOnlyTranslator(20, 24, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0).eval()
+    src, tgt = _batch(10, S=5, T=8)
+    logits = model(src, tgt)
+    assert logits.shape == (4, 8, 24)
+    changed = tgt.clone()
+    changed[:, 3] = 7
+    torch.testing.assert_close(model(src, changed), logits)  # the target is never looked at
+    out = greedy_decode(model, src, 8, SOS, EOS)
+    assert out.shape == (4, 8)
+    after_eos = (out == EOS).long().cumsum(1) - (out == EOS).long() > 0
+    assert (out[after_eos] == PAD).all()
+
+
+# ---------------------------------------------------------------- learning, checkpoints
+def test_tiny_model_learns_to_reverse():
+    """On a fixed seed, 200 Adam steps teach a 1+1-layer model to reverse 5-token sequences."""
+    torch.manual_seed(0)
+    model = Transformer(12, 12, d_model=32, n_heads=4, n_layers=1, d_ff=64, dropout=0.0, norm_first=True)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        src = torch.randint(4, 12, (32, 5))
+        tgt = torch.cat([torch.full((32, 1), SOS), src.flip(1), torch.full((32, 1), EOS)], 1)
+        loss = nn.functional.cross_entropy(model(src, tgt[:, :-1]).transpose(1, 2), tgt[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    src = torch.randint(4, 12, (200, 5), generator=torch.Generator().manual_seed(1))
+    out = greedy_decode(model, src, 6, SOS, EOS)
+    accuracy = (out[:, :5] == src.flip(1)).float().mean().item()
+    assert accuracy >= 0.95, accuracy  # measured ≈ 1.0
+    assert (out[:, 5] == EOS).float().mean() >= 0.95
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _toy(seed=11, tie_embeddings=True)
+    src, tgt = _batch(11)
+    path = save_checkpoint(tmp_path / "t.pt", model, model.config, step=5)
+    fresh = _toy(seed=12, tie_embeddings=True)
+    assert not torch.allclose(fresh(src, tgt), model(src, tgt))
+    assert load_checkpoint(path, fresh, fresh.config) == {"step": 5}
+    torch.testing.assert_close(fresh(src, tgt), model(src, tgt))
+    assert fresh.generator.weight is fresh.tgt_embed.embedding.weight  # tying survives loading
+    other = _toy(seed=12, d_ff=80)
+    with pytest.raises(CheckpointError, match="d_ff: saved 64, wanted 80"):
+        load_checkpoint(path, other, other.config)
