@@ -11,13 +11,15 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export ANNOTATED_DATA ?= $(SHARED_DATA)
 endif
 
-.PHONY: help venv export check-export test lint test-fast book book-smoke bench clean
+.PHONY: help venv export check-export test lint test-fast book book-smoke bench clean \
+	chromium check-html check-html-smoke
 
 help:
 	@echo "make book   build the HTML book into _build/html (cpu profile, warnings are errors)"
 	@echo "make test   run every test, the notebook tests (smoke profile) and ruff"
 	@echo "make export regenerate annotated/ from book/"
 	@echo "make bench  run the benchmarks and record them in results/"
+	@echo "make check-html  open every page of _build/html in headless Chromium, offline; screenshots"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,15 +50,39 @@ test-fast: $(STAMP)
 	ANNOTATED_PROFILE=smoke $(BIN)/python -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
 # The published book: every chapter executed in the cpu profile, warnings are errors.
+# Chapters run with the execution cache (_config.yml); tools/book_cache.py clears it when
+# annotated/, the environment, the data or the profile changed. The build time is logged.
 book: $(STAMP) export
-	ANNOTATED_PROFILE=$${ANNOTATED_PROFILE:-cpu} $(BIN)/jupyter-book build \
-		--warningiserror --keep-going --builder html .
+	@start=$$(date +%s); \
+	export ANNOTATED_PROFILE=$${ANNOTATED_PROFILE:-cpu}; \
+	$(BIN)/python tools/book_cache.py guard _build/.jupyter_cache && \
+	$(BIN)/jupyter-book build --warningiserror --keep-going --builder html . && \
+	$(BIN)/python tools/book_cache.py log _build $$start
 
 # The same build in the smoke profile, into _build/smoke (CI: a broken reference cannot land).
 book-smoke: $(STAMP) check-export
 	rm -rf _build/smoke
 	ANNOTATED_PROFILE=smoke $(BIN)/jupyter-book build --warningiserror --keep-going \
 		--path-output _build/smoke --builder html .
+
+# Debian's Chromium for the browser check (no browser download: Playwright drives this one).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium for the browser check"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+		|| { echo "could not install chromium (apt-get failed)" >&2; exit 1; }; }
+
+# Every page of the built book in headless Chromium with the network off: fails on console
+# errors, failed requests, unrendered math or charts, broken images or links. Screenshots
+# go to _build/screenshots (SITE= and SHOTS= choose other folders).
+SITE  ?= _build/html
+SHOTS ?= $(dir $(SITE:/=))screenshots
+check-html: $(STAMP) chromium
+	$(BIN)/python tools/check_html.py $(SITE) --out $(SHOTS)
+
+# The same on the smoke build (CI, after `make book-smoke`).
+check-html-smoke: $(STAMP) chromium
+	$(BIN)/python tools/check_html.py _build/smoke/_build/html --out _build/smoke/screenshots
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py

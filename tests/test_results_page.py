@@ -1,0 +1,111 @@
+"""The results page builder (tools/results_page.py) on tiny fixture results files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import results_page as rp  # noqa: E402
+
+TOC = """format: jb-book
+root: book/intro
+parts:
+  - caption: Chapters
+    chapters:
+      - file: book/03_seq2seq
+      - file: book/06_vit
+"""
+
+
+def record(chapter: str, profile: str, **metrics) -> dict:
+    return {"chapter": chapter, "profile": profile, "commit": "abc123def456",
+            "device": "cpu (x86_64, 2 threads)",
+            "date": "2026-11-23T19:00:00+00:00", "wall_time_s": 12.5, "torch": "2.14.1", "python": "3.11.7",
+            "settings": {"epochs": 3}, "metrics": metrics}
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    (tmp_path / "_toc.yml").write_text(TOC)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "03_seq2seq.cpu.json").write_text(json.dumps(
+        record("03_seq2seq", "cpu", lstm_attn={"test_bleu": 18.4321, "test_ppl": 21.09}, epochs_run=7)))
+    (results / "03_seq2seq.full.json").write_text(json.dumps(
+        record("03_seq2seq", "full", lstm_attn={"test_bleu": 31.25}, curve=[5.0, 4.0, 3.25])))
+    (results / "broken.cpu.json").write_text('{"chapter": "03_seq2seq", "metrics": ')  # truncated
+    (results / "99_unknown.cpu.json").write_text(json.dumps(record("99_unknown", "cpu", acc=0.5)))
+    missing = record("06_vit", "cpu", acc=0.5)
+    del missing["commit"]
+    (results / "06_vit.cpu.json").write_text(json.dumps(missing))
+    (results / "misnamed.json").write_text(json.dumps(record("06_vit", "full", acc=0.9)))
+    return tmp_path
+
+
+def test_known_chapters_come_from_the_toc(book: Path):
+    assert rp.known_chapters(book) == ["intro", "03_seq2seq", "06_vit"]
+
+
+def test_every_broken_file_is_reported_by_name(book: Path):
+    loaded = rp.load_results(book / "results", rp.known_chapters(book))
+    problems = dict(loaded.problems)
+    assert set(problems) == {"broken.cpu.json", "99_unknown.cpu.json", "06_vit.cpu.json", "misnamed.json"}
+    assert "not valid JSON" in problems["broken.cpu.json"]
+    assert "'99_unknown'" in problems["99_unknown.cpu.json"] and "_toc.yml" in problems["99_unknown.cpu.json"]
+    assert "commit" in problems["06_vit.cpu.json"]
+    assert "06_vit.full.json" in problems["misnamed.json"]
+    assert sorted(r["_file"] for r in loaded.records) == ["03_seq2seq.cpu.json", "03_seq2seq.full.json"]
+
+
+def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(book: Path):
+    page = rp.render(book)
+    for name in ("broken.cpu.json", "99_unknown.cpu.json", "06_vit.cpu.json", "misnamed.json"):
+        assert f"`{name}`" in page
+    assert ":::{warning}" in page
+    assert "| `lstm_attn.test_bleu` | 31.25 | 18.43 |" in page  # full column first, then cpu
+    assert "| `lstm_attn.test_ppl` | – | 21.09 |" in page  # a metric the full run did not record
+    assert "| `curve` | 3.25 (last of 3) | – |" in page
+    assert "`abc123def456`" in page and "12.5" in page
+    # the anchors sit beside their chapter, with their sources
+    assert "77.5293" in page and "seeds/000_275750e159278998.txt" in page
+    assert "91.01" in page and "omihub777/ViT-CIFAR" in page
+
+
+def test_no_results_and_no_problems(tmp_path: Path):
+    (tmp_path / "_toc.yml").write_text(TOC)
+    page = rp.render(tmp_path)
+    assert "No results have been recorded yet" in page
+    assert "All results files are well-formed" in page
+
+
+def test_check_cli_fails_on_a_broken_file(book: Path, capsys):
+    assert rp.main(["--check"], root=book) == 1
+    assert "broken.cpu.json" in capsys.readouterr().err
+    for bad in ("broken.cpu.json", "99_unknown.cpu.json", "06_vit.cpu.json", "misnamed.json"):
+        (book / "results" / bad).unlink()
+    assert rp.main(["--check"], root=book) == 0
+
+
+def test_formatting():
+    assert rp.fmt(0.123456) == "0.1235"
+    assert rp.fmt(123456.7) == "123,457"
+    assert rp.fmt(1200) == "1,200"
+    assert rp.fmt("a|b") == "a\\|b"
+    assert rp.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_anchors_have_sources_and_topics():
+    assert {a.topic for a in rp.ANCHORS} == {"seq2seq", "transformer", "vit"}
+    for anchor in rp.ANCHORS:
+        assert anchor.source and anchor.comparable, anchor
+        if "seeds/" in anchor.source:  # a course write-up: the figure must be in the file cited
+            seed = anchor.source.split("seeds/")[1].split(",")[0].rstrip(")")
+            text = (ROOT.parent / "shared" / "seeds" / seed)
+            if text.exists():
+                assert f"{anchor.value:.4f}".rstrip("0").rstrip(".") in text.read_text() \
+                    or f"{anchor.value / 100:.4f}" in text.read_text(), anchor

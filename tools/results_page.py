@@ -1,0 +1,305 @@
+"""Build the tables of the book's results page (`book/results.md`) from `results/*.json`.
+
+Every measured number on the page comes from a JSON file written by
+``annotated.plumbing.save_results`` (keys: chapter, profile, commit, device, date,
+wall_time_s, torch, python, settings, metrics). The only numbers typed here are
+the published anchors and the course write-ups' figures, each with its source.
+A file that is not valid JSON, lacks a key, or names a chapter that is not in
+``_toc.yml`` is reported by name on the page (and by ``--check``), never skipped.
+
+Usage::
+
+    python tools/results_page.py            # print the page's tables as Markdown
+    python tools/results_page.py --check    # exit 1 if a results file is malformed or unknown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = ("chapter", "profile", "commit", "device", "date", "wall_time_s", "metrics")
+PROFILES = ("full", "cpu", "smoke")  # display order: headline numbers first
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A figure from outside this book, with what it measures and where it was published."""
+
+    topic: str  # which chapter it belongs beside: seq2seq | transformer | vit
+    model: str
+    metric: str
+    value: float
+    unit: str
+    data: str
+    source: str
+    url: str
+    comparable: str  # what makes it comparable to our numbers, or not
+
+
+SEED_000 = "course write-up A (shared/seeds/000_275750e159278998.txt)"
+SEED_002 = "course write-up B (shared/seeds/002_fd078519cebb9cf2.txt)"
+SEED_004 = "ViT annotation report (shared/seeds/004_cce54e0c3c320011.txt, Table 2)"
+SEQ2SEQ_TUTORIAL = "https://github.com/bentrevett/pytorch-seq2seq"
+COURSE_DATA = "Multi30k de→en (course split)"
+PPL_NOTE = ("course assignment: validation perplexity = exp(mean per-token cross-entropy, "
+            "teacher forcing) on "
+            "its own Multi30k split and vocabulary; comparable in kind to our teacher-forced perplexity, "
+            "not in value (different vocabulary and tokeniser change the number)")
+
+ANCHORS: tuple[Anchor, ...] = (
+    Anchor("seq2seq", "RNN", "validation perplexity", 77.5293, "", COURSE_DATA,
+           SEED_000, "", PPL_NOTE),
+    Anchor("seq2seq", "RNN + attention", "validation perplexity", 26.1675, "", COURSE_DATA,
+           SEED_000, "", PPL_NOTE),
+    Anchor("seq2seq", "LSTM", "validation perplexity", 23.9794, "", COURSE_DATA,
+           SEED_000, "", PPL_NOTE),
+    Anchor("seq2seq", "LSTM + attention", "validation perplexity", 24.3877, "", COURSE_DATA,
+           SEED_000, "", PPL_NOTE),
+    Anchor("seq2seq", "RNN + attention", "validation perplexity", 35.9700, "", COURSE_DATA,
+           SEED_002, "", PPL_NOTE + "; the same assignment run by a second student: attention helped less"),
+    Anchor("seq2seq", "GRU encoder-decoder + additive attention (tutorial 4)", "test BLEU", 28.11, "",
+           "Multi30k de→en test 2016",
+           "bentrevett/pytorch-seq2seq, '4 - Packed Padded Sequences, Masking, Inference and BLEU' "
+           "(printed 'BLEU score = 28.11' at commit 7faa64a; an earlier version printed 28.77)",
+           SEQ2SEQ_TUTORIAL,
+           "torchtext bleu_score on lowercased spaCy tokens (tokenised corpus BLEU), not sacreBLEU on "
+           "detokenised text: compare with our tokenised BLEU, not our sacreBLEU"),
+    Anchor("transformer", "encoder-only transformer (course default)", "validation perplexity", 18.8005, "",
+           COURSE_DATA, SEED_000, "", PPL_NOTE),
+    Anchor("transformer", "full encoder-decoder transformer (course default)", "validation perplexity",
+           4.8847, "", COURSE_DATA, SEED_000, "",
+           PPL_NOTE + "; the encoder-only model predicts target token t from source position t, which is "
+           "why it cannot get close"),
+    Anchor("transformer", "encoder-only transformer (course default)", "validation perplexity", 19.2228, "",
+           COURSE_DATA, SEED_002, "", PPL_NOTE),
+    Anchor("transformer", "full encoder-decoder transformer (course default)", "validation perplexity",
+           4.9447, "", COURSE_DATA, SEED_002, "", PPL_NOTE),
+    Anchor("transformer", "3-layer transformer (tutorial 6)", "test BLEU", 36.5, "",
+           "Multi30k de→en test 2016",
+           "bentrevett/pytorch-seq2seq, '6 - Attention is All You Need' (figure as quoted in issue 5; "
+           "test perplexity 5.3 in the same notebook)", SEQ2SEQ_TUTORIAL,
+           "torchtext bleu_score on lowercased spaCy tokens: compare with our tokenised BLEU"),
+    Anchor("transformer", "3-layer transformer (tutorial 6)", "test perplexity", 5.3, "",
+           "Multi30k de→en test 2016", "bentrevett/pytorch-seq2seq, '6 - Attention is All You Need'",
+           SEQ2SEQ_TUTORIAL, "teacher-forced, its own vocabulary (min_freq 2, lowercased spaCy tokens)"),
+    Anchor("vit", "small ViT trained from scratch (6.3 M parameters, 200 epochs, AutoAugment)",
+           "test accuracy", 91.01, "%", "CIFAR-10 test (10,000 images)",
+           "omihub777/ViT-CIFAR README (commit 0766c12); issue 6 quotes 90.9 %",
+           "https://github.com/omihub777/ViT-CIFAR",
+           "same metric and test set as ours; a far longer schedule than any profile here but `full`"),
+    Anchor("vit", "ViT on 600 training images, 6 epochs", "validation accuracy", 20.51, "%",
+           "CIFAR-10 (200-image validation subset)", SEED_004, "",
+           "a 200-image subset: a ±3 % binomial error bar at 20 %; "
+           "not comparable with full-test-set accuracy"),
+)
+
+
+@dataclass
+class Loaded:
+    records: list[dict] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file name, what is wrong)
+
+
+def known_chapters(root: Path = ROOT) -> list[str]:
+    """The chapter names results may use: the stems of the book/ pages in _toc.yml."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    names: list[str] = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                names.append(node["file"])
+            for key, value in node.items():
+                if key != "file":
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [Path(n).stem for n in names if n.startswith("book/") and n.count("/") == 1]
+
+
+def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
+    """Read every results/*.json; collect the good records and, by file name, every problem."""
+    out = Loaded()
+    for path in sorted(results_dir.glob("*.json")) if results_dir.exists() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            out.problems.append((path.name, f"not valid JSON ({err})"))
+            continue
+        if not isinstance(record, dict):
+            out.problems.append((path.name, f"holds a {type(record).__name__}, not a results object"))
+            continue
+        missing = [key for key in REQUIRED if key not in record]
+        if missing:
+            out.problems.append((path.name, f"lacks the key(s) {', '.join(missing)}"))
+            continue
+        if record["chapter"] not in chapters:
+            out.problems.append((path.name, f"names the chapter {record['chapter']!r}, which is not in "
+                                            f"_toc.yml (known: {', '.join(chapters)})"))
+            continue
+        if record["profile"] not in PROFILES:
+            out.problems.append((path.name, f"names the unknown profile {record['profile']!r}"))
+            continue
+        if not isinstance(record["metrics"], dict) or not record["metrics"]:
+            out.problems.append((path.name, "has no metrics"))
+            continue
+        expected = f"{record['chapter']}.{record['profile']}.json"
+        if path.name != expected:
+            out.problems.append((path.name, f"holds {record['chapter']}/{record['profile']} but should be "
+                                            f"named {expected}"))
+            continue
+        record["_file"] = path.name
+        out.records.append(record)
+    return out
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict[str, object]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists of numbers become their last value and length."""
+    flat: dict[str, object] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def fmt(value: object) -> str:
+    """A table cell: 4 significant digits for floats, the last of a series, text escaped."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, list):
+        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(value):
+            return f"{fmt(value[-1])} (last of {len(value)})"
+        return f"{len(value)} items"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _order(record: dict) -> tuple:
+    return (record["chapter"], PROFILES.index(record["profile"]))
+
+
+def problems_markdown(loaded: Loaded) -> str:
+    if not loaded.problems:
+        return "All results files are well-formed and belong to chapters of this book."
+    items = "\n".join(f"- `{name}`: {why}" for name, why in loaded.problems)
+    return (":::{warning}\nThese results files were **not** used, because they are broken:\n\n"
+            f"{items}\n:::")
+
+
+def provenance_markdown(loaded: Loaded) -> str:
+    """One row per results file: where and when its numbers were measured."""
+    if not loaded.records:
+        return ("No results have been recorded yet "
+                "(run a chapter: it writes `results/<chapter>.<profile>.json`).")
+    rows = []
+    for r in sorted(loaded.records, key=_order):
+        wall = r.get("wall_time_s")
+        rows.append([r["chapter"], f"`{r['profile']}`", f"`{r['commit']}`", fmt(r["device"]),
+                     str(r["date"]).replace("T", " "), "–" if wall is None else f"{float(wall):,.1f}",
+                     fmt(r.get("torch", "?"))])
+    return _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)", "torch"], rows)
+
+
+def chapter_markdown(loaded: Loaded, chapter: str) -> str:
+    """The metrics of one chapter: one column per profile that produced it."""
+    records = sorted((r for r in loaded.records if r["chapter"] == chapter), key=_order)
+    if not records:
+        return f"No results recorded for `{chapter}` yet."
+    columns = [flatten(r["metrics"]) for r in records]
+    names: list[str] = []
+    for column in columns:
+        names += [n for n in column if n not in names]
+    rows = [[f"`{n}`"] + [fmt(c[n]) if n in c else "–" for c in columns] for n in names]
+    header = ["metric"] + [f"`{r['profile']}` ({r['commit']})" for r in records]
+    return _table(header, rows)
+
+
+def topic_of(chapter: str) -> str | None:
+    """Which anchors sit beside a chapter: by the words in its name."""
+    name = chapter.lower()
+    if "seq2seq" in name:
+        return "seq2seq"
+    if "transformer" in name:
+        return "transformer"
+    if "vit" in name and "inside" not in name and "analysis" not in name:
+        return "vit"
+    return None
+
+
+def anchors_markdown(topic: str | None = None) -> str:
+    """The published anchors and course figures (for one topic, or all of them)."""
+    rows = []
+    for a in ANCHORS:
+        if topic is not None and a.topic != topic:
+            continue
+        value = f"{a.value:g}{(' ' + a.unit) if a.unit else ''}"
+        source = f"[{a.source}]({a.url})" if a.url else a.source
+        rows.append([a.model, a.metric, value, a.data, source, a.comparable])
+    if not rows:
+        return ""
+    return _table(["model", "metric", "published", "data", "source", "comparable?"], rows)
+
+
+def page_chapters(loaded: Loaded, chapters: list[str]) -> list[str]:
+    """Chapters with results or anchors, in book order."""
+    with_results = {r["chapter"] for r in loaded.records}
+    return [c for c in chapters if c in with_results or topic_of(c) is not None]
+
+
+def render(root: Path = ROOT, results_dir: Path | None = None) -> str:
+    """The whole results section as one Markdown string (used by --print and the tests)."""
+    chapters = known_chapters(root)
+    loaded = load_results(results_dir or root / "results", chapters)
+    parts = [problems_markdown(loaded), provenance_markdown(loaded)]
+    for chapter in page_chapters(loaded, chapters):
+        parts.append(f"**{chapter}**\n\n" + chapter_markdown(loaded, chapter))
+        anchors = anchors_markdown(topic_of(chapter))
+        if anchors:
+            parts.append(anchors)
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a results file is broken")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: results/)")
+    args = parser.parse_args(argv)
+    results_dir = args.results or root / "results"
+    if args.check:
+        loaded = load_results(results_dir, known_chapters(root))
+        for name, why in loaded.problems:
+            print(f"{results_dir / name}: {why}", file=sys.stderr)
+        print(f"{len(loaded.records)} results files OK, {len(loaded.problems)} broken")
+        return 1 if loaded.problems else 0
+    print(render(root, results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Sphinx extension for the annotated attention book (loaded by `_config.yml`).
+
+It makes the rendered book work offline and wires it to the Colab twins and the
+API reference:
+
+* **offline assets**: MathJax 3 (from the ``django-static-mathjax`` wheel, which is
+  only static files) and one JavaScript bundle of Vega, Vega-Lite and Vega-Embed
+  (from ``vl-convert-python``) are copied into the site's ``_static/``, so no page
+  loads anything from a CDN;
+* **altair**: sets ``ANNOTATED_BOOK_BUILD=1`` before any notebook kernel starts, so
+  ``setup_notebook()`` switches altair to a renderer that emits HTML driven by
+  the bundled Vega scripts;
+* **Colab**: the theme's Colab button points at the page's ``.md`` source, which
+  Colab cannot open; here it is re-pointed at the chapter's generated twin
+  ``notebooks/<name>.ipynb`` (``tools/colab_twins.py``), and removed from pages
+  without a twin;
+* **API links**: a chapter that exports ``annotated.<module>`` gets a line at its
+  top linking to the module's API reference page ``book/api/<module>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+LOGGER = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_SUBDIR = "annotated_static"  # next to the html output, added to html_static_path
+VEGA_BUNDLE = "vega/vega-bundle.js"
+MATHJAX_DIR = "mathjax"
+DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$", re.MULTILINE)
+
+
+def _mathjax_source() -> Path:
+    """The MathJax 3 `es5` folder shipped by the django-static-mathjax wheel."""
+    import mathjax  # the wheel's top-level package: static files only
+
+    base = Path(mathjax.__file__).resolve().parent / "static" / "mathjax" / "es5"
+    if not (base / "tex-svg.js").exists():
+        raise RuntimeError(f"MathJax not found at {base}; reinstall django-static-mathjax (requirements.txt)")
+    return base
+
+
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and Vega-Embed in one script that defines window.vegaEmbed (offline)."""
+    import vl_convert
+
+    # The bundle declares top-level consts; in a classic <script> they would share the page's
+    # global scope with the theme's scripts and clash, so it runs inside a function.
+    return "(function () {\n" + vl_convert.javascript_bundle() + "\n})();\n"
+
+
+def _write_assets(app: Sphinx) -> None:
+    """Put MathJax and the Vega bundle into a static folder and register it."""
+    target = Path(app.outdir).parent / STATIC_SUBDIR
+    mathjax_dst = target / MATHJAX_DIR
+    if not (mathjax_dst / "tex-svg.js").exists():
+        shutil.copytree(_mathjax_source(), mathjax_dst, dirs_exist_ok=True)
+    bundle = target / VEGA_BUNDLE
+    import vl_convert
+
+    stamp = target / "vega" / "VERSION"
+    version = f"vl-convert {vl_convert.__version__}" if hasattr(vl_convert, "__version__") else "vl-convert"
+    version += " iife" + f" vega {vl_convert.get_vega_version()} embed {vl_convert.get_vega_embed_version()}"
+    if not bundle.exists() or not stamp.exists() or stamp.read_text() != version:
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        bundle.write_text(vega_bundle())
+        stamp.write_text(version)
+    if str(target) not in app.config.html_static_path:
+        app.config.html_static_path.append(str(target))
+
+
+def _on_config_inited(app: Sphinx, config) -> None:
+    # Notebook kernels inherit this environment: setup_notebook() reads it.
+    os.environ["ANNOTATED_BOOK_BUILD"] = "1"
+
+
+def _on_builder_inited(app: Sphinx) -> None:
+    if app.builder.format != "html":
+        return
+    _write_assets(app)
+    app.add_js_file(VEGA_BUNDLE, priority=200)
+    app.add_css_file("annotated.css")
+
+
+# --------------------------------------------------------------------------- Colab
+def _twin_for(pagename: str) -> str | None:
+    """The repository path of the Colab twin of a page, if one exists."""
+    if not pagename.startswith("book/") or pagename.count("/") != 1:
+        return None
+    twin = Path("notebooks") / (pagename.split("/", 1)[1] + ".ipynb")
+    return twin.as_posix() if (ROOT / twin).exists() else None
+
+
+def _fix_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Point the Colab button at the page's twin notebook; drop launch buttons without one."""
+    buttons = context.get("header_buttons")
+    if not buttons:
+        return
+    twin = _twin_for(pagename)
+    options = app.config.html_theme_options
+    repo = options.get("repository_url", "").rstrip("/")
+    branch = options.get("repository_branch", "main")
+    colab = options.get("launch_buttons", {}).get("colab_url", "https://colab.research.google.com").rstrip("/")
+    for group in list(buttons):
+        if group.get("label") != "launch-buttons":
+            continue
+        if twin is None or "github.com/" not in repo:
+            buttons.remove(group)
+            continue
+        org_repo = repo.split("github.com/", 1)[1]
+        for button in group.get("buttons", []):
+            if button.get("text") == "Colab":
+                button["url"] = f"{colab}/github/{org_repo}/blob/{branch}/{twin}"
+
+
+def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Drop repeated <script> entries (sphinx-thebe registers its inline config twice, and the
+    second `const THEBE_JS_URL` is a JavaScript error on every page)."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen: set = set()
+    unique = []
+    for js in scripts:
+        key = (str(getattr(js, "filename", js) or ""),
+               tuple(sorted((k, str(v)) for k, v in getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
+# --------------------------------------------------------------------------- API links
+def _module_of(docname: str, srcdir: Path) -> str | None:
+    path = srcdir / f"{docname}.md"
+    if not path.exists():
+        return None
+    match = DEFAULT_EXP.search(path.read_text())
+    return match.group(1) if match else None
+
+
+def _add_api_link(app: Sphinx, doctree: nodes.document) -> None:
+    """Under a chapter's title: 'API reference: annotated.<module>' linking to book/api/<module>."""
+    docname = app.env.docname
+    if docname.startswith("book/api/"):
+        return
+    module = _module_of(docname, Path(app.srcdir))
+    if module is None or not (Path(app.srcdir) / "book" / "api" / f"{module}.md").exists():
+        return
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    ref = addnodes.pending_xref(
+        "", refdomain="std", reftype="doc", reftarget=f"/book/api/{module}", refexplicit=True,
+        refdoc=docname,
+    )
+    ref += nodes.literal("", f"annotated.{module}")
+    para = nodes.paragraph("", "", classes=["annotated-api-link"])
+    para += nodes.Text("API reference for the code of this chapter: ")
+    para += ref
+    title_index = next((i for i, child in enumerate(section.children) if isinstance(child, nodes.title)), 0)
+    section.insert(title_index + 1, para)
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", _on_config_inited)
+    app.connect("builder-inited", _on_builder_inited)
+    app.connect("doctree-read", _add_api_link)
+    # after sphinx-book-theme's add_launch_buttons (priority 501)
+    app.connect("html-page-context", _fix_launch_buttons, priority=900)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    static = Path(__file__).resolve().parent / "book_static"
+    app.connect("builder-inited", lambda a: a.config.html_static_path.append(str(static))
+                if a.builder.format == "html" and str(static) not in a.config.html_static_path else None)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
