@@ -1,0 +1,550 @@
+# GENERATED FILE, DO NOT EDIT. It is exported from book/06_vit.md by tools/export.py;
+# change the chapter and run `make export` instead.
+"""The Vision Transformer on CIFAR-10 (from book/06_vit.md)."""
+
+
+# %% book/06_vit.md, code cell 3 (The Vision Transformer on CIFAR-10)
+import math
+import pickle
+import tarfile
+import tempfile
+import time
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from annotated.plumbing import (ChecksumError, CheckpointError, DataUnavailableError, by_profile,
+                                checkpoint_dir, data_dir, fetch, get_profile, load_checkpoint,
+                                save_checkpoint, sha256_file)
+from annotated.transformer import EncoderLayer
+
+
+# %% book/06_vit.md, code cell 5 (CIFAR-10, from either of its two homes)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+# The JPEG re-encoding used offline (see the data README): train.zip / test.zip.
+CIFAR10_ZIP_SHA256 = {
+    "train": "958be545a1d3cdee6fd2d9915748397896737284e59334a1496e9573f3293d8d",
+    "test": "69b2b650779a7c094fa150f3cbd9341c2a4dc9459ea5f3588c34154c2463c81c",
+}
+_SPLITS = ("train", "test")
+
+
+# %% book/06_vit.md, code cell 6 (CIFAR-10, from either of its two homes)
+def _decode_zip(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every `<split>/<class>/*.jpg` in a zip to (uint8 (N,3,H,W), int64 (N,))."""
+    with warnings.catch_warnings():  # torchvision >= 0.29 points to torchcodec; its decoder still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise ChecksumError(f"{path} is not a readable zip file ({err})") from None
+    with archive:
+        names = sorted(n for n in archive.namelist()
+                       if n.lower().endswith(".jpg") and n.startswith(f"{split}/"))
+        found = sorted({n.split("/")[1] for n in names})
+        if found != sorted(CIFAR10_CLASSES):
+            raise ValueError(f"{path} should hold {split}/<class>/*.jpg for the 10 CIFAR-10 "
+                             f"classes; found {len(names)} images in classes {found}")
+        data = [torch.frombuffer(bytearray(archive.read(n)), dtype=torch.uint8) for n in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
+    labels = torch.tensor([CIFAR10_CLASSES.index(n.split("/")[1]) for n in names])
+    return images, labels
+
+
+# %% book/06_vit.md, code cell 7 (CIFAR-10, from either of its two homes)
+def _cache_file(folder: Path, name: str) -> Path:
+    """A writable place for a decoded-tensor cache: `folder`, else the temp folder."""
+    for place in (folder / ".decoded", Path(tempfile.gettempdir()) / "annotated-decoded"):
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            probe = place / ".write-test"
+            probe.touch()
+            probe.unlink()
+            return place / name
+        except OSError:
+            continue
+    raise OSError(f"no writable folder for the decoded-image cache ({folder}, {tempfile.gettempdir()})")
+
+
+def read_cifar10_zip(path: Path, split: str, sha256: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Verify a class-folder JPEG zip against `sha256`, decode it (cached by digest)."""
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256.lower():
+        raise ChecksumError(f"{path} is corrupt or incomplete: SHA-256 {digest}, "
+                            f"expected {sha256.lower()}; delete it and fetch it again")
+    cache = _cache_file(path.parent, f"{split}-{digest[:16]}.pt")
+    if cache.exists():
+        images, labels = torch.load(cache, weights_only=True)
+        return images, labels
+    images, labels = _decode_zip(path, split)
+    tmp = cache.with_name(cache.name + ".part")
+    torch.save((images, labels), tmp)
+    tmp.replace(cache)
+    return images, labels
+
+
+# %% book/06_vit.md, code cell 8 (CIFAR-10, from either of its two homes)
+def read_cifar10_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read the official python batches (`cifar-10-batches-py/`) of one split."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names if not (folder / n).exists()]
+    if missing:
+        raise DataUnavailableError(f"{folder} lacks the CIFAR-10 batch files {missing}")
+    images, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8)))
+        labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
+    images = torch.cat(images).reshape(-1, 3, 32, 32)  # (N, C, H, W): rows are channel-major
+    return images, torch.cat(labels)
+
+
+# %% book/06_vit.md, code cell 9 (CIFAR-10, from either of its two homes)
+def load_cifar10(split: str, root: str | Path | None = None,
+                 zip_sha256: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 `split` ('train'/'test') as (uint8 (N,3,32,32), int64 labels (N,))."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    root = Path(root) if root is not None else data_dir() / "cifar10"
+    zipped = root / f"{split}.zip"
+    if zipped.exists():
+        return read_cifar10_zip(zipped, split, zip_sha256 or CIFAR10_ZIP_SHA256.get(split))
+    batches = root / "cifar-10-batches-py"
+    if not batches.exists():
+        archive = fetch(CIFAR10_URL, CIFAR10_SHA256, "cifar10") if root == data_dir() / "cifar10" \
+            else fetch_to(root)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    return read_cifar10_batches(batches, split)
+
+
+def fetch_to(root: Path) -> Path:
+    """The official archive in an explicit `root` folder (verified), else a clear error."""
+    target = root / "cifar-10-python.tar.gz"
+    if not target.exists():
+        raise DataUnavailableError(f"no CIFAR-10 in {root}: put train.zip/test.zip, "
+                                   f"cifar-10-batches-py/ or {target.name} there")
+    if sha256_file(target) != CIFAR10_SHA256:
+        raise ChecksumError(f"{target} is corrupt: its SHA-256 is not {CIFAR10_SHA256}")
+    return target
+
+
+# %% book/06_vit.md, code cell 12 (Subsets, normalisation and augmentation)
+def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of `n` examples, `n // classes` from each class, in shuffled order."""
+    classes = torch.unique(labels)
+    if n < len(classes) or n % len(classes):
+        raise ValueError(f"a stratified subset needs a positive multiple of {len(classes)} "
+                         f"(the number of classes) examples, got n={n}")
+    per_class = n // len(classes)
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in classes:
+        members = torch.nonzero(labels == c)[:, 0]
+        if per_class > len(members):
+            raise ValueError(f"class {int(c)} has {len(members)} examples, {per_class} were asked for")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    chosen = torch.cat(chosen)
+    return chosen[torch.randperm(len(chosen), generator=g)]
+
+
+# %% book/06_vit.md, code cell 13 (Subsets, normalisation and augmentation)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float (B, 3, H, W) standardised with the CIFAR-10 statistics."""
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+# %% book/06_vit.md, code cell 14 (Subsets, normalisation and augmentation)
+def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batched random crop (reflect-padded by `pad`) and horizontal flip of (B, C, H, W)."""
+    B, C, H, W = images.shape
+    dev = images.device
+    if pad > 0:
+        padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+        top = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator).to(dev)
+        left = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator).to(dev)
+        rows = (top + torch.arange(H, device=dev)).view(B, 1, H, 1).expand(B, C, H, W + 2 * pad)
+        images = padded.gather(2, rows)  # (B, C, H, W + 2 pad)
+        cols = (left + torch.arange(W, device=dev)).view(B, 1, 1, W).expand(B, C, H, W)
+        images = images.gather(3, cols)  # (B, C, H, W)
+    if flip:
+        mirror = (torch.rand(B, generator=generator) < 0.5).to(dev).view(B, 1, 1, 1)
+        images = torch.where(mirror, images.flip(3), images)
+    return images
+
+
+# %% book/06_vit.md, code cell 15 (Subsets, normalisation and augmentation)
+def strong_augment(images: torch.Tensor, erase_p: float = 0.25,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """TrivialAugment per group of 8 images, then random erasing (uint8 (B, C, H, W))."""
+    from torchvision.transforms import v2
+    trivial = v2.TrivialAugmentWide()
+    images = torch.cat([trivial(chunk) for chunk in images.split(8)])
+    B, _, H, W = images.shape
+    erase = torch.rand(B, generator=generator) < erase_p
+    size = (torch.rand(B, generator=generator) * 0.3 + 0.2) * H  # side 20-50 % of the image
+    top = (torch.rand(B, generator=generator) * (H - size)).long()
+    left = (torch.rand(B, generator=generator) * (W - size)).long()
+    ys, xs = torch.arange(H).view(1, H, 1), torch.arange(W).view(1, 1, W)
+    inside = ((ys >= top.view(B, 1, 1)) & (ys < (top + size.long()).view(B, 1, 1)) &
+              (xs >= left.view(B, 1, 1)) & (xs < (left + size.long()).view(B, 1, 1)))
+    mask = (inside & erase.view(B, 1, 1)).unsqueeze(1).to(images.device)  # (B, 1, H, W)
+    return images.masked_fill(mask, 127)
+
+
+# %% book/06_vit.md, code cell 17 (Cutting an image into patches)
+def check_images(images: torch.Tensor, patch_size: int, in_channels: int | None = None) -> None:
+    """Raise a ValueError naming the shapes unless images are (B, C, H, W) with H, W divisible by P."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
+    _, C, H, W = images.shape
+    if in_channels is not None and C != in_channels:
+        raise ValueError(f"expected {in_channels} input channels, got {C} (images {tuple(images.shape)})")
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"a {H}x{W} image cannot be cut into {patch_size}x{patch_size} patches "
+                         f"({H} % {patch_size} = {H % patch_size}, {W} % {patch_size} = {W % patch_size})")
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C * P * P): the patches, row by row, each flattened channel-major."""
+    check_images(images, patch_size)
+    patches = F.unfold(images, kernel_size=patch_size, stride=patch_size)  # (B, C*P*P, N)
+    return patches.transpose(1, 2)  # (B, N, C*P*P)
+
+
+# %% book/06_vit.md, code cell 19 (Patch embedding: a linear map, written two ways)
+class PatchEmbedding(nn.Module):
+    """Cut images into P x P patches and map each linearly to d_model (a stride-P convolution)."""
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, d_model: int):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+        self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
+        self.grid_size = image_size // patch_size
+        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images, self.patch_size, self.in_channels)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(images.shape)}")
+        return self.proj(images).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, N, d)
+
+
+# %% book/06_vit.md, code cell 21 (The Vision Transformer)
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding + class token + learned positions + pre-norm encoder + linear head."""
+
+    def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3,
+                 num_classes: int = 10, d_model: int = 128, depth: int = 6, n_heads: int = 4,
+                 d_ff: int = 256, dropout: float = 0.0):
+        super().__init__()
+        self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
+        n_tokens = self.patch_embed.grid_size ** 2 + 1  # patches + the class token
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d_model) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, norm_first=True, activation="gelu")
+            for _ in range(depth))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+
+# %% book/06_vit.md, code cell 22 (The Vision Transformer)
+def _vit_embed(self, images: torch.Tensor) -> torch.Tensor:
+    """z_0: (B, C, H, W) -> (B, 1 + N, d) tokens with class token and positions."""
+    patches = self.patch_embed(images)  # (B, N, d)
+    cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, d)
+    return self.dropout(torch.cat([cls, patches], dim=1) + self.pos_embed)  # (B, 1+N, d)
+
+
+def _vit_hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
+    """[z_0, z_1, ..., z_L], each (B, 1 + N, d)."""
+    states = [self.embed(images)]
+    for layer in self.layers:
+        states.append(layer(states[-1]))
+    return states
+
+
+def _vit_forward(self, images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> class logits (B, num_classes)."""
+    z = self.embed(images)
+    for layer in self.layers:
+        z = layer(z)  # (B, 1+N, d)
+    return self.head(self.norm(z[:, 0]))  # the class token only
+
+
+VisionTransformer.embed = _vit_embed
+VisionTransformer.hidden_states = _vit_hidden_states
+VisionTransformer.forward = _vit_forward
+
+
+# %% book/06_vit.md, code cell 23 (The Vision Transformer)
+@torch.no_grad()
+def _vit_attention_maps(self, images: torch.Tensor) -> torch.Tensor:
+    """Attention weights of every layer for `images`: (L, B, heads, 1+N, 1+N)."""
+    was_training = self.training
+    self.eval()
+    try:
+        self(images)
+        return torch.stack([layer.self_attn.attn for layer in self.layers])
+    finally:
+        self.train(was_training)
+
+
+VisionTransformer.attention_maps = _vit_attention_maps
+
+
+# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
+@dataclass
+class TrainConfig:
+    """Everything a classification training run depends on."""
+    epochs: float = 3.0           # passes over the training set (fractions allowed)
+    batch_size: int = 128
+    lr: float = 2e-3              # peak learning rate
+    weight_decay: float = 0.05    # AdamW's decoupled decay
+    warmup_frac: float = 0.1      # share of the steps spent warming up
+    label_smoothing: float = 0.1
+    crop_pad: int = 4             # random-crop padding in pixels (0: no crop)
+    flip: bool = True             # random horizontal flips
+    strong_augment: bool = False  # TrivialAugment + random erasing
+    seed: int = 0
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then half a cosine down to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
+def _autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16, else fp16); a no-op context on the CPU."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch of index batches, the last partial batch dropped."""
+    order = torch.randperm(n, generator=generator)
+    return list(order[: n - n % batch_size].split(batch_size)) if n >= batch_size else [order]
+
+
+# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     config: TrainConfig, device: torch.device | None = None,
+                     desc: str = "train") -> dict:
+    """Train `model` on uint8 images with `config`; return the loss history and images/s."""
+    if len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"need as many labels as images (and at least one): "
+                         f"{len(images)} images, {len(labels)} labels")
+    device = device or next(model.parameters()).device
+    model.to(device).train()
+    images, labels = images.to(device), labels.to(device)
+    g = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = len(_batches(len(images), config.batch_size, g))
+    total = max(1, round(config.epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, total, max(1, round(config.warmup_frac * total))))
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    losses, step, start = [], 0, time.perf_counter()
+    with tqdm(total=total, desc=desc, leave=False) as bar:
+        while step < total:
+            for idx in _batches(len(images), config.batch_size, g):
+                if step == total:
+                    break
+                x = random_crop_flip(images[idx], config.crop_pad, config.flip, g)
+                x = normalize(strong_augment(x, generator=g) if config.strong_augment else x)
+                with _autocast(device):
+                    loss = F.cross_entropy(model(x), labels[idx], label_smoothing=config.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    seconds = time.perf_counter() - start
+    return {"loss": losses, "steps": total, "train_seconds": seconds,
+            "images_per_second": total * config.batch_size / seconds}
+
+
+# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Class probabilities (N, classes) for uint8 images (N, C, H, W), on the CPU."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    probs = []
+    for chunk in images.split(batch_size):
+        with _autocast(device):
+            logits = model(normalize(chunk.to(device)))
+        probs.append(logits.float().softmax(-1).cpu())
+    return torch.cat(probs)
+
+
+# %% book/06_vit.md, code cell 29 (Measuring a classifier properly)
+def average_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
+    sorted_scores, order = torch.sort(scores.double())
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()  # last rank of each tie group
+    group_rank = ends - (counts.double() - 1) / 2
+    ranks = torch.empty_like(group_rank[inverse])
+    ranks[order] = group_rank[inverse]
+    return ranks
+
+
+def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AUC of each class's score separating that class from the rest: (classes,)."""
+    aucs = []
+    for c in range(probs.shape[1]):
+        positive = labels == c
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if n_pos == 0 or n_neg == 0:
+            aucs.append(float("nan"))
+            continue
+        r = average_ranks(probs[:, c])
+        aucs.append(((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item())
+    return torch.tensor(aucs, dtype=torch.float64)
+
+
+# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy, top-5, macro precision/recall/F1, one-vs-rest AUC, per-class accuracy, confusion."""
+    if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"probs must be (N, classes) and labels (N,) with N > 0; "
+                         f"got {tuple(probs.shape)} and {tuple(labels.shape)}")
+    C = probs.shape[1]
+    pred = probs.argmax(1)
+    confusion = torch.bincount(labels * C + pred, minlength=C * C).view(C, C)  # rows: true class
+    tp = confusion.diag().double()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    top5 = (probs.topk(min(5, C), 1).indices == labels[:, None]).any(1)
+    auc = one_vs_rest_auc(probs, labels)
+    return {"accuracy": (pred == labels).double().mean().item(), "top5": top5.double().mean().item(),
+            "macro_precision": precision.mean().item(), "macro_recall": recall.mean().item(),
+            "macro_f1": f1.mean().item(), "macro_auc": auc.nanmean().item(),
+            "per_class_accuracy": recall.tolist(), "auc": auc.tolist(), "confusion": confusion.tolist()}
+
+
+# %% book/06_vit.md, code cell 32 (Recipes and checkpoints)
+def vit_recipe(profile: str | None = None) -> dict:
+    """Model config, training config and training-set size of the ViT for a profile."""
+    model = by_profile(
+        smoke=dict(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
+        cpu=dict(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
+        full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0), profile=profile)
+    model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
+    train = by_profile(
+        smoke=TrainConfig(epochs=1, batch_size=50, lr=1e-3),
+        cpu=TrainConfig(epochs=3, batch_size=128, lr=2e-3),
+        full=TrainConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=5e-5, warmup_frac=0.025,
+                         strong_augment=True), profile=profile)
+    n_train = by_profile(smoke=200, cpu=50_000, full=50_000, profile=profile)
+    return {"model": model, "train": train, "n_train": n_train}
+
+
+# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
+def train_or_load(name: str, model: nn.Module, model_config: dict, train_config: TrainConfig,
+                  images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None,
+                  profile: str | None = None) -> dict:
+    """Load checkpoint `<name>.<profile>.pt` if it matches all configs, else train and save it."""
+    profile = get_profile(profile)
+    path = checkpoint_dir() / f"{name}.{profile}.pt"
+    config = {"model": model_config, "train": asdict(train_config), "n_train": len(images)}
+    if path.exists():
+        try:
+            state = load_checkpoint(path, model, config)
+            model.to(device or torch.device("cpu"))
+            return {**state, "loaded_from": str(path)}
+        except CheckpointError as err:
+            print(f"retraining {name}: {err}")
+    history = train_classifier(model, images, labels, train_config, device, desc=name)
+    save_checkpoint(path, model, config, **history)
+    return {**history, "loaded_from": None}
+
+
+# %% book/06_vit.md, code cell 41 (Inductive bias, measured: a small CNN with the same budget)
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a skip connection (1x1 conv when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.skip = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))  # (B, c_out, H/s, W/s)
+        return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
+
+
+# %% book/06_vit.md, code cell 42 (Inductive bias, measured: a small CNN with the same budget)
+class SmallResNet(nn.Module):
+    """A small ResNet for 32x32 images: stem, one residual block per stage, pooling, linear head."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, widths: tuple = (32, 64, 128)):
+        super().__init__()
+        self.in_channels = in_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.blocks = nn.ModuleList(
+            ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2)
+            for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths)))
+        self.head = nn.Linear(widths[-1], num_classes)
+
+    def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's output and every block's output, each (B, c, h, w)."""
+        check_images(images, 1, self.in_channels)
+        states = [self.stem(images)]
+        for block in self.blocks:
+            states.append(block(states[-1]))
+        return states
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden_states(images)[-1].mean((2, 3)))  # global average pooling
+
+
+# %% book/06_vit.md, code cell 43 (Inductive bias, measured: a small CNN with the same budget)
+def cnn_recipe(profile: str | None = None) -> dict:
+    """The CNN baseline: its widths, and the ViT's training config and data size."""
+    vit = vit_recipe(profile)
+    widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256), profile=profile)
+    return {"model": dict(in_channels=3, num_classes=10, widths=widths),
+            "train": vit["train"], "n_train": vit["n_train"]}

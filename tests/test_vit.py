@@ -1,0 +1,330 @@
+"""Tests for annotated.vit: data loader (both formats), patches, the ViT, training, metrics."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annotated.plumbing import ChecksumError, DataUnavailableError, sha256_file
+from annotated.vit import (
+    CIFAR10_CLASSES,
+    PatchEmbedding,
+    SmallResNet,
+    TrainConfig,
+    VisionTransformer,
+    average_ranks,
+    classification_metrics,
+    load_cifar10,
+    normalize,
+    one_vs_rest_auc,
+    patchify,
+    predict,
+    random_crop_flip,
+    stratified_subset,
+    train_classifier,
+    train_or_load,
+    warmup_cosine,
+)
+
+
+# ---------------------------------------------------------------- fixtures in the real formats
+def _flat_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Images of one flat colour each: JPEG keeps flat colours almost exactly."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.randint(0, 256, (n, 3, 1, 1), generator=g, dtype=torch.uint8)
+    return colours.expand(n, 3, 32, 32).contiguous()
+
+
+def make_zip(path: Path, split: str, per_class: int = 2, classes=CIFAR10_CLASSES) -> torch.Tensor:
+    """A class-folder JPEG zip like the offline CIFAR-10 ones; returns the images written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import encode_jpeg
+    images = _flat_images(per_class * len(classes))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for k, img in enumerate(images):
+            name = classes[k // per_class]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                data = encode_jpeg(img, quality=95).numpy().tobytes()
+            z.writestr(f"{split}/{name}/{k % per_class:04d}.jpg", data)
+    return images
+
+
+def make_batches(root: Path, per_batch: int = 4) -> dict:
+    """The official python-pickle format: cifar-10-batches-py/data_batch_1..5, test_batch."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    written = {}
+    for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        rng = np.random.default_rng(k)
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+        written[name] = (data, labels)
+    return written
+
+
+def test_zip_loader_reads_images_and_labels(tmp_path):
+    images = make_zip(tmp_path / "test.zip", "test")
+    x, y = load_cifar10("test", root=tmp_path, zip_sha256=sha256_file(tmp_path / "test.zip"))
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.tolist() == [k // 2 for k in range(20)]  # sorted class folders = label index
+    assert (x.int() - images.int()).abs().max() <= 3  # JPEG of flat colours: near exact
+    # second call comes from the cache keyed by the digest and gives the same tensors
+    x2, y2 = load_cifar10("test", root=tmp_path, zip_sha256=sha256_file(tmp_path / "test.zip"))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert list((tmp_path / ".decoded").glob("test-*.pt"))
+
+
+def test_zip_loader_refuses_corrupt_and_incomplete_zips(tmp_path):
+    make_zip(tmp_path / "train.zip", "train")
+    with pytest.raises(ChecksumError, match="corrupt or incomplete: SHA-256"):
+        load_cifar10("train", root=tmp_path, zip_sha256="0" * 64)
+    # the shipped digests protect the default zips too
+    with pytest.raises(ChecksumError, match="expected 958be545"):
+        load_cifar10("train", root=tmp_path)
+    broken = tmp_path / "b"
+    broken.mkdir()
+    (broken / "test.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ChecksumError, match="not a readable zip"):
+        load_cifar10("test", root=broken, zip_sha256=sha256_file(broken / "test.zip"))
+    partial = tmp_path / "p"
+    partial.mkdir()
+    make_zip(partial / "test.zip", "test", classes=CIFAR10_CLASSES[:9])
+    with pytest.raises(ValueError, match="10 CIFAR-10 classes; found 18 images"):
+        load_cifar10("test", root=partial, zip_sha256=sha256_file(partial / "test.zip"))
+
+
+def test_pickle_batches_loader(tmp_path):
+    written = make_batches(tmp_path)
+    x, y = load_cifar10("train", root=tmp_path)
+    assert x.shape == (20, 3, 32, 32) and y.shape == (20,)
+    data, labels = written["data_batch_2"]
+    assert torch.equal(x[4:8], torch.from_numpy(data).reshape(4, 3, 32, 32))
+    assert y[4:8].tolist() == labels
+    xt, yt = load_cifar10("test", root=tmp_path)
+    assert torch.equal(xt[0, 0, 0, :3], torch.from_numpy(written["test_batch"][0][0, :3]))
+    assert yt.tolist() == written["test_batch"][1]
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_cifar10("valid", root=tmp_path)
+    with pytest.raises(DataUnavailableError, match="put train.zip/test.zip"):
+        load_cifar10("train", root=tmp_path)
+    make_batches(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataUnavailableError, match="data_batch_3"):
+        load_cifar10("train", root=tmp_path)
+
+
+# ---------------------------------------------------------------- subsets and augmentation
+def test_stratified_subset_is_balanced_and_checked():
+    labels = torch.arange(10).repeat_interleave(30)
+    idx = stratified_subset(labels, 50, seed=1)
+    assert len(idx) == 50 and len(set(idx.tolist())) == 50
+    assert torch.bincount(labels[idx]).tolist() == [5] * 10
+    assert torch.equal(idx, stratified_subset(labels, 50, seed=1))
+    with pytest.raises(ValueError, match="positive multiple of 10.*n=0"):
+        stratified_subset(labels, 0)
+    with pytest.raises(ValueError, match="n=15"):
+        stratified_subset(labels, 15)
+    with pytest.raises(ValueError, match="has 30 examples, 40 were asked for"):
+        stratified_subset(labels, 400)
+
+
+def test_crop_flip_is_a_window_of_the_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(random_crop_flip(x, pad=0, flip=False, generator=g), x)
+    out = random_crop_flip(x, pad=2, flip=True, generator=g)
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect")
+    for b in range(6):
+        windows = [padded[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        windows += [w.flip(-1) for w in windows]
+        assert any(torch.equal(out[b].float(), w) for w in windows)
+
+
+def test_normalize_uses_channel_statistics():
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = (1 - torch.tensor([0.4914, 0.4822, 0.4465])) / torch.tensor([0.2470, 0.2435, 0.2616])
+    assert torch.allclose(normalize(x)[0, :, 0, 0], expected)
+
+
+# ---------------------------------------------------------------- patches and the model
+@settings(max_examples=15, deadline=None)
+@given(p=st.sampled_from([1, 2, 4, 8]), c=st.integers(1, 4), d=st.integers(1, 12))
+def test_patch_embedding_conv_equals_unfold_linear(p, c, d):
+    torch.manual_seed(p * 100 + c * 10 + d)
+    embed = PatchEmbedding(16, p, c, d)
+    x = torch.randn(2, c, 16, 16)
+    E = embed.proj.weight.flatten(1)  # (d, c p p)
+    assert torch.allclose(embed(x), patchify(x, p) @ E.T + embed.proj.bias, atol=1e-5)
+
+
+def test_patchify_matches_reshape_reference():
+    x = torch.randn(2, 3, 8, 12)
+    P = 4
+    ref = x.reshape(2, 3, 2, P, 3, P).permute(0, 2, 4, 1, 3, 5).reshape(2, 6, 3 * P * P)
+    assert torch.equal(patchify(x, P), ref)
+
+
+def tiny_vit(**kw):
+    cfg = dict(image_size=16, patch_size=4, in_channels=3, num_classes=5, d_model=24, depth=2,
+               n_heads=3, d_ff=48, dropout=0.0)
+    cfg.update(kw)
+    return VisionTransformer(**cfg)
+
+
+def test_vit_shapes_and_attention_rows():
+    torch.manual_seed(0)
+    vit = tiny_vit()
+    x = torch.randn(4, 3, 16, 16)
+    assert vit(x).shape == (4, 5)
+    att = vit.attention_maps(x)
+    assert att.shape == (2, 4, 3, 17, 17)  # (layers, batch, heads, 1 + 16 patches, ...)
+    assert torch.allclose(att.sum(-1), torch.ones(2, 4, 3, 17), atol=1e-5)
+    states = vit.hidden_states(x)
+    assert len(states) == 3 and all(s.shape == (4, 17, 24) for s in states)
+    assert vit.training  # attention_maps restores the mode
+
+
+def test_vit_uses_positions():
+    """Without position embeddings the class token's output is permutation invariant; with them not."""
+    torch.manual_seed(0)
+    vit = tiny_vit().eval()
+    x = torch.randn(1, 3, 16, 16)
+    swapped = x.clone()
+    swapped[..., :4, :4], swapped[..., 4:8, :4] = x[..., 4:8, :4], x[..., :4, :4]  # swap two patches
+    with torch.no_grad():
+        vit.pos_embed.normal_()
+        assert not torch.allclose(vit(x), vit(swapped), atol=1e-4)
+        vit.pos_embed.zero_()
+        assert torch.allclose(vit(x), vit(swapped), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, match", [((2, 3, 15, 16), "15x16 image cannot be cut into 4x4"),
+                                          ((2, 1, 16, 16), "expected 3 input channels, got 1"),
+                                          ((2, 3, 8, 8), "expected 16x16 images"),
+                                          ((3, 16, 16), "must be \\(batch, channels, height, width\\)")])
+def test_vit_bad_images(shape, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_vit()(torch.zeros(shape))
+
+
+def test_patch_embedding_refuses_indivisible_image_size():
+    with pytest.raises(ValueError, match="image_size 30 is not divisible by patch_size 4"):
+        PatchEmbedding(30, 4, 3, 8)
+
+
+def test_cnn_shapes_and_channel_check():
+    cnn = SmallResNet(widths=(4, 8, 16))
+    x = torch.randn(2, 3, 32, 32)
+    assert cnn(x).shape == (2, 10)
+    shapes = [tuple(h.shape[1:]) for h in cnn.hidden_states(x)]
+    assert shapes == [(4, 32, 32), (4, 32, 32), (8, 16, 16), (16, 8, 8)]
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        cnn(torch.zeros(2, 1, 32, 32))
+
+
+# ---------------------------------------------------------------- training
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tiny_vit_overfits_tiny_batch():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(20) % 5
+    vit = tiny_vit()
+    cfg = TrainConfig(epochs=60, batch_size=20, lr=3e-3, weight_decay=0.0, warmup_frac=0.1,
+                      label_smoothing=0.0, crop_pad=0, flip=False, seed=0)
+    history = train_classifier(vit, images, labels, cfg, torch.device("cpu"))
+    assert history["steps"] == 60 and history["images_per_second"] > 0
+    assert history["loss"][0] > 1.4  # about ln 5 at the start
+    assert history["loss"][-1] < 0.1
+    assert (predict(vit, images).argmax(1) == labels).all()
+
+
+def test_train_rejects_empty_or_mismatched_data():
+    with pytest.raises(ValueError, match="0 images, 0 labels"):
+        train_classifier(tiny_vit(), torch.zeros(0, 3, 16, 16, dtype=torch.uint8),
+                         torch.zeros(0, dtype=torch.long), TrainConfig())
+    with pytest.raises(ValueError, match="4 images, 3 labels"):
+        train_classifier(tiny_vit(), torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                         torch.zeros(3, dtype=torch.long), TrainConfig())
+
+
+def test_train_or_load_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(10) % 5
+    cfg = TrainConfig(epochs=2, batch_size=5)
+    model_cfg = {"d_model": 24}
+    torch.manual_seed(0)
+    a = tiny_vit()
+    first = train_or_load("t", a, model_cfg, cfg, images, labels, profile="smoke")
+    assert first["loaded_from"] is None and (tmp_path / "t.smoke.pt").exists()
+    b = tiny_vit()
+    second = train_or_load("t", b, model_cfg, cfg, images, labels, profile="smoke")
+    assert second["loaded_from"] and second["images_per_second"] == first["images_per_second"]
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    c = tiny_vit()
+    other = TrainConfig(epochs=1, batch_size=5)
+    third = train_or_load("t", c, model_cfg, other, images, labels, profile="smoke")
+    assert third["loaded_from"] is None  # a different training config is not silently loaded
+
+
+# ---------------------------------------------------------------- metrics
+def brute_force_auc(scores, positive):
+    pos, neg = scores[positive], scores[~positive]
+    wins = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+    return wins.mean().item()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_auc_matches_pairwise_definition(seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (30,), generator=g)
+    probs = (torch.randint(0, 5, (30, 3), generator=g).double() + 1).softmax(1)  # many ties
+    aucs = one_vs_rest_auc(probs, labels)
+    for c in range(3):
+        positive = labels == c
+        if 0 < positive.sum() < 30:
+            assert aucs[c].item() == pytest.approx(brute_force_auc(probs[:, c], positive), abs=1e-9)
+
+
+def test_average_ranks_with_ties():
+    assert average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_classification_metrics_by_hand():
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    labels = torch.tensor([0, 1, 1, 2])
+    m = classification_metrics(probs, labels)
+    assert m["confusion"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["per_class_accuracy"] == pytest.approx([1.0, 0.5, 1.0])
+    assert m["macro_precision"] == pytest.approx((0.5 + 1 + 1) / 3)
+    f1 = [2 * 0.5 / 1.5, 2 * 0.5 / 1.5, 1.0]
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["top5"] == 1.0
+    perfect = classification_metrics(torch.eye(3), torch.arange(3))
+    assert perfect["accuracy"] == perfect["macro_f1"] == perfect["macro_auc"] == 1.0
+    with pytest.raises(ValueError, match=r"got \(4, 3\) and \(3,\)"):
+        classification_metrics(probs, labels[:3])
