@@ -484,3 +484,30 @@ def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
     return {"encoder self-attention": [layer.self_attn.attn for layer in model.encoder.layers],
             "decoder self-attention": [layer.self_attn.attn for layer in model.decoder.layers],
             "cross-attention": [layer.cross_attn.attn for layer in model.decoder.layers]}
+
+
+# %% book/05_transformer.md, code cell 30 (Training recipe)
+def noam_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the optimizer's lr over `warmup` steps, then inverse-square-root decay."""
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1 step, got {warmup}")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+
+
+# %% book/05_transformer.md, code cell 31 (Training recipe)
+def translate(model: nn.Module, dataset, tgt_vocab, *, beam_size: int = 1, max_tokens: int = 4000,
+              extra_len: int = 10, length_penalty: float = 0.6) -> list[list[str]]:
+    """English token lists for every sentence of `dataset` (in order), greedy or beam search."""
+    from annotated.translation import EOS_IDX, SOS_IDX, make_loader
+
+    device = next(model.parameters()).device
+    out: list[list[str]] = []
+    for src, _ in make_loader(dataset, max_tokens, shuffle=False, bucket=False):
+        src, max_len = src.to(device), src.size(1) + extra_len
+        if beam_size == 1:
+            ids = greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX)
+        else:
+            ids = beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX, length_penalty)
+        out.extend(tgt_vocab.decode_batch(ids.cpu()))
+    return out
