@@ -450,32 +450,44 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
                 eos_idx: int, length_penalty: float = 0.6, return_all: bool = False):
     """Beam-search translations (B, <= max_len); with return_all, all beams (B, k, L) and scores (B, k)."""
     _check_decode_args(model, src, max_len, beam_size)
-    B, k, pad = src.size(0), beam_size, model.pad_idx
+    B, k, pad, device = src.size(0), beam_size, model.pad_idx, src.device
     memory, src_mask = model.encode(src)
     memory, src_mask = memory.repeat_interleave(k, 0), src_mask.repeat_interleave(k, 0)  # (B k, S, ...)
-    ys = torch.full((B * k, 1), sos_idx, dtype=torch.long, device=src.device)  # (B k, 1)
-    scores = torch.full((B, k), float("-inf"), device=src.device)
+    ys = torch.full((B * k, 1), sos_idx, dtype=torch.long, device=device)  # (B k, 1)
+    scores = torch.full((B, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live beam to start with, so the first step does not pick k copies
-    finished = torch.zeros(B, k, dtype=torch.bool, device=src.device)
-    offsets = torch.arange(B, device=src.device)[:, None] * k  # (B, 1)
-    for _ in range(max_len):
+    finished = torch.zeros(B, k, dtype=torch.bool, device=device)
+    alive = torch.arange(B, device=device)  # which sentences are still being searched
+    out = torch.full((B, k, max_len), pad, dtype=torch.long, device=device)
+    final = torch.zeros(B, k, device=device)
+    for step in range(max_len):
+        b = alive.numel()
         logits = _never_pad_or_sos(model.decode(ys, memory, src_mask)[:, -1], pad, sos_idx)
-        logp = logits.log_softmax(-1)  # (B k, V)
+        logp = logits.log_softmax(-1)  # (b k, V)
         V = logp.size(-1)
-        logp = logp.view(B, k, V).masked_fill(finished[..., None], float("-inf"))
+        logp = logp.view(b, k, V).masked_fill(finished[..., None], float("-inf"))
         logp[..., pad] = torch.where(finished, 0.0, logp[..., pad])  # frozen beams: <pad> for free
-        scores, index = (scores[..., None] + logp).view(B, k * V).topk(k, dim=-1)  # (B, k)
+        scores, index = (scores[..., None] + logp).view(b, k * V).topk(k, dim=-1)  # (b, k)
         beam, word = index // V, index % V
-        ys = torch.cat([ys[(beam + offsets).view(-1)], word.view(-1, 1)], dim=1)
+        rows = (beam + torch.arange(b, device=device)[:, None] * k).view(-1)
+        ys = torch.cat([ys[rows], word.view(-1, 1)], dim=1)  # (b k, step + 2)
         finished = finished.gather(1, beam) | (word == eos_idx)
-        if finished.all():
-            break
-    ys = ys[:, 1:].view(B, k, -1)  # (B, k, L)
-    lengths = (ys != pad).sum(-1).float()
-    normalised = scores / ((5.0 + lengths) / 6.0) ** length_penalty
+        done = finished.all(1) if step < max_len - 1 else torch.ones_like(finished[:, 0])  # (b,)
+        if done.any():  # store the finished sentences and drop them from the batch
+            out[alive[done], :, : step + 1] = ys.view(b, k, -1)[done, :, 1:]
+            final[alive[done]] = scores[done]
+            keep = ~done
+            alive, scores, finished = alive[keep], scores[keep], finished[keep]
+            keep_rows = keep.repeat_interleave(k)
+            ys, memory, src_mask = ys[keep_rows], memory[keep_rows], src_mask[keep_rows]
+            if alive.numel() == 0:
+                break
+    lengths = (out != pad).sum(-1)  # (B, k)
+    out = out[..., : int(lengths.max())]
+    normalised = final / ((5.0 + lengths.float()) / 6.0) ** length_penalty
     normalised, order = normalised.sort(dim=1, descending=True)
-    ys = ys.gather(1, order[..., None].expand_as(ys))
-    return (ys, normalised) if return_all else ys[:, 0]
+    out = out.gather(1, order[..., None].expand_as(out))
+    return (out, normalised) if return_all else out[:, 0]
 
 
 # %% book/05_transformer.md, code cell 29 (Looking inside: attention maps)
