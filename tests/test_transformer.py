@@ -285,7 +285,16 @@ def test_encoder_only_translator():
 
 
 # ---------------------------------------------------------------- learning, checkpoints
-def test_tiny_model_learns_to_reverse():
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and two threads thrash on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_model_learns_to_reverse(one_thread):
     """On a fixed seed, 200 Adam steps teach a 1+1-layer model to reverse 5-token sequences."""
     torch.manual_seed(0)
     model = Transformer(12, 12, d_model=32, n_heads=4, n_layers=1, d_ff=64, dropout=0.0, norm_first=True)
