@@ -217,7 +217,7 @@ def _load(cls, path: str | Path) -> "Vocab":
 Vocab.save, Vocab.load = _save, classmethod(_load)
 
 
-# %% book/02_translation.md, code cell 17 (From sentences to tensors)
+# %% book/02_translation.md, code cell 19 (From sentences to tensors)
 class TranslationDataset(Dataset):
     """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""
 
@@ -238,7 +238,7 @@ class TranslationDataset(Dataset):
         return f"TranslationDataset({len(self)} pairs, skipped {self.skipped})"
 
 
-# %% book/02_translation.md, code cell 18 (From sentences to tensors)
+# %% book/02_translation.md, code cell 20 (From sentences to tensors)
 def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
                  max_len: int | None = None, overlong: str = "drop",
                  src_tokenize: Callable[[str], list[str]] = tokenize_de,
@@ -266,7 +266,7 @@ def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
     return TranslationDataset(src, tgt, index, skipped)
 
 
-# %% book/02_translation.md, code cell 20 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 22 (Padding, and how much of it bucketing saves)
 def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
               pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (src, tgt) id lists into two LongTensors (B, S) and (B, T), padded at the end."""
@@ -282,7 +282,7 @@ def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
     return out[0], out[1]
 
 
-# %% book/02_translation.md, code cell 21 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 23 (Padding, and how much of it bucketing saves)
 class TokenBatchSampler(Sampler[list[int]]):
     """Batches of example indices with B * max(S, T) <= max_tokens, optionally length-bucketed."""
 
@@ -325,7 +325,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         return len(self.batches(self.epoch))
 
 
-# %% book/02_translation.md, code cell 22 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 24 (Padding, and how much of it bucketing saves)
 def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True, seed: int = 0,
                 bucket: bool = True) -> DataLoader:
     """A DataLoader of (src (B, S), tgt (B, T)) LongTensor batches under a token budget."""
@@ -344,7 +344,7 @@ def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return pads / total
 
 
-# %% book/02_translation.md, code cell 25 (A bundle for the later chapters)
+# %% book/02_translation.md, code cell 28 (A bundle for the later chapters)
 @dataclass
 class TranslationData:
     """Multi30k de->en ready to batch: raw pairs, vocabularies and datasets per split."""
@@ -362,7 +362,7 @@ class TranslationData:
 def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
                      test_size: int | None = None, min_freq: int = 2,
                      max_len: int | None = None) -> TranslationData:
-    """Load Multi30k (first *_size pairs of each split), build vocabularies on train, encode all."""
+    """Load Multi30k (the first train/val/test_size pairs), build vocabularies on train, encode all."""
     pairs = {s: load_multi30k(s)[:n] for s, n in (("train", train_size), ("val", val_size),
                                                   ("test", test_size))}
     src_tok = [tokenize_de(de) for de, _ in pairs["train"]]
@@ -375,7 +375,7 @@ def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
                            pairs["train"], pairs["val"], pairs["test"])
 
 
-# %% book/02_translation.md, code cell 26 (The loss, and perplexity)
+# %% book/02_translation.md, code cell 29 (The loss, and perplexity)
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PAD_IDX,
                   label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(loss to optimise: mean over non-pad tokens, summed plain CE, number of non-pad tokens)."""
@@ -401,7 +401,7 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(nll_sum / n_tokens)
 
 
-# %% book/02_translation.md, code cell 28 (One epoch of training, one of evaluation)
+# %% book/02_translation.md, code cell 31 (One epoch of training, one of evaluation)
 Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -424,7 +424,7 @@ def progress_bar(iterable: Iterable, desc: str, total: int | None = None, enable
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
 
 
-# %% book/02_translation.md, code cell 29 (One epoch of training, one of evaluation)
+# %% book/02_translation.md, code cell 32 (One epoch of training, one of evaluation)
 def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
                 clip: float | None = 1.0, label_smoothing: float = 0.0, forward: Forward | None = None,
                 scheduler=None, max_steps: int | None = None, pad_idx: int = PAD_IDX,
@@ -455,7 +455,7 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
             "steps": steps, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-# %% book/02_translation.md, code cell 30 (One epoch of training, one of evaluation)
+# %% book/02_translation.md, code cell 33 (One epoch of training, one of evaluation)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, forward: Forward | None = None,
              max_steps: int | None = None, pad_idx: int = PAD_IDX) -> dict:
@@ -472,7 +472,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, forward: Forward | None = No
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 31 (Free-running perplexity)
+# %% book/02_translation.md, code cell 34 (Free-running perplexity)
 @torch.no_grad()
 def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
                             pad_idx: int = PAD_IDX) -> dict:
@@ -493,7 +493,7 @@ def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: in
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 32 (Fitting: epochs, early stopping, checkpoints)
+# %% book/02_translation.md, code cell 35 (Fitting: epochs, early stopping, checkpoints)
 @dataclass
 class TrainConfig:
     """How fit() trains: length, optimiser defaults, clipping, early stopping, reporting."""
@@ -517,7 +517,13 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
-# %% book/02_translation.md, code cell 33 (Fitting: epochs, early stopping, checkpoints)
+def checkpoint_config(config: TrainConfig, model_config: dict | None = None) -> dict:
+    """The flat settings a checkpoint of fit() is saved with: 'model.<key>' and 'train.<key>'."""
+    return ({f"model.{k}": v for k, v in (model_config or {}).items()}
+            | {f"train.{k}": v for k, v in config.run_settings().items()})
+
+
+# %% book/02_translation.md, code cell 36 (Fitting: epochs, early stopping, checkpoints)
 def _new_history() -> dict:
     keys = ("epoch", "train_loss", "train_ppl", "val_loss", "val_ppl", "lr", "seconds", "tokens_per_s")
     return {k: [] for k in keys} | {"best_epoch": None, "best_val_loss": math.inf, "stopped_early": False}
@@ -532,7 +538,7 @@ def _step_scheduler(scheduler, config: TrainConfig, val_loss: float) -> None:
         scheduler.step()
 
 
-# %% book/02_translation.md, code cell 34 (Fitting: epochs, early stopping, checkpoints)
+# %% book/02_translation.md, code cell 37 (Fitting: epochs, early stopping, checkpoints)
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer | None = None, config: TrainConfig | None = None,
         scheduler=None, checkpoint_path: str | Path | None = None, forward: Forward | None = None,
@@ -542,7 +548,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     if config.scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {config.scheduler_interval!r}")
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
-    ckpt_config = {"model": model_config or {}, "train": config.run_settings()}
+    ckpt_config = checkpoint_config(config, model_config)
     if checkpoint_path is not None and config.resume and Path(checkpoint_path).exists():
         state = load_checkpoint(checkpoint_path, model, ckpt_config, map_location=model_device(model))
         if state.get("finished"):
@@ -583,7 +589,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     return history
 
 
-# %% book/02_translation.md, code cell 35 (Fitting: epochs, early stopping, checkpoints)
+# %% book/02_translation.md, code cell 38 (Fitting: epochs, early stopping, checkpoints)
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch; the best epoch is marked."""
     import matplotlib.pyplot as plt
@@ -605,7 +611,7 @@ def plot_history(history: dict, title: str | None = None):
     return fig
 
 
-# %% book/02_translation.md, code cell 36 (BLEU, two ways)
+# %% book/02_translation.md, code cell 39 (BLEU, two ways)
 def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
     """Case-insensitive corpus sacreBLEU of detokenised hypotheses vs raw references: (score, signature)."""
     from sacrebleu.metrics import BLEU
@@ -619,7 +625,7 @@ def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tu
     return score.score, str(bleu.get_signature())
 
 
-# %% book/02_translation.md, code cell 37 (BLEU, two ways)
+# %% book/02_translation.md, code cell 40 (BLEU, two ways)
 def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on given tokens (no tokenizer, no smoothing): the tutorials' 'tokenised BLEU'."""
     from sacrebleu.metrics import BLEU
@@ -636,7 +642,7 @@ def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Seq
     return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
 
 
-# %% book/02_translation.md, code cell 38 (BLEU, two ways)
+# %% book/02_translation.md, code cell 41 (BLEU, two ways)
 def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, str]]) -> dict:
     """Both BLEUs of English hypotheses (token lists) against the raw references of `pairs`."""
     references = [en for _, en in pairs]
@@ -645,9 +651,9 @@ def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, 
             "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
 
 
-# %% book/02_translation.md, code cell 42 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 43 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
-    """Baseline: predict y_t from y_{t-1} and the mean source embedding (no order, no memory)."""
+    """Baseline: predict each target word from the previous one and the mean source embedding."""
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d: int = 128, dropout: float = 0.1):
         super().__init__()

@@ -386,7 +386,8 @@ def test_early_stopping_and_checkpoint_round_trip(tmp_path, capsys):
     assert resumed["epoch"] == [1, 2, 3]
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    with pytest.raises(P.CheckpointError, match="different configuration.*model"):
+    mismatch = r"different configuration \(model.d: saved 8, wanted 16; train.patience"
+    with pytest.raises(P.CheckpointError, match=mismatch):
         T.fit(fresh, loader, loader, None, T.TrainConfig(resume=True), checkpoint_path=path,
               model_config={"d": 16})
 
