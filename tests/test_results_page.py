@@ -67,9 +67,13 @@ def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(boo
     for name in ("broken.cpu.json", "99_unknown.cpu.json", "06_vit.cpu.json", "misnamed.json"):
         assert f"`{name}`" in page
     assert ":::{warning}" in page
-    assert "| `lstm_attn.test_bleu` | 31.25 | 18.43 |" in page  # full column first, then cpu
-    assert "| `lstm_attn.test_ppl` | – | 21.09 |" in page  # a metric the full run did not record
-    assert "| `curve` | 3.25 (last of 3) | – |" in page
+    full, cpu = page.index("Profile `full`"), page.index("Profile `cpu`")
+    assert full < cpu, "headline (full) numbers first"
+    assert "| **lstm_attn** | 31.25 |" in page[full:cpu]  # model-by-metric table
+    assert "| **lstm_attn** | 18.43 | 21.09 |" in page[cpu:]
+    assert "| `test_bleu` | `test_ppl` |" in page[cpu:]
+    assert "| `curve` | 3.25 (last of 3) |" in page[full:cpu]
+    assert "| `epochs_run` | 7 |" in page[cpu:]
     assert "`abc123def456`" in page and "12.5" in page
     # the anchors sit beside their chapter, with their sources
     assert "77.5293" in page and "seeds/000_275750e159278998.txt" in page

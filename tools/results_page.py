@@ -49,10 +49,8 @@ SEED_002 = "course write-up B (shared/seeds/002_fd078519cebb9cf2.txt)"
 SEED_004 = "ViT annotation report (shared/seeds/004_cce54e0c3c320011.txt, Table 2)"
 SEQ2SEQ_TUTORIAL = "https://github.com/bentrevett/pytorch-seq2seq"
 COURSE_DATA = "Multi30k de→en (course split)"
-PPL_NOTE = ("course assignment: validation perplexity = exp(mean per-token cross-entropy, "
-            "teacher forcing) on "
-            "its own Multi30k split and vocabulary; comparable in kind to our teacher-forced perplexity, "
-            "not in value (different vocabulary and tokeniser change the number)")
+PPL_NOTE = ("teacher-forced validation perplexity, like ours, but on the course's own split and "
+            "vocabulary: compare the ordering of the models, not the values")
 
 ANCHORS: tuple[Anchor, ...] = (
     Anchor("seq2seq", "RNN", "validation perplexity", 77.5293, "", COURSE_DATA,
@@ -221,23 +219,45 @@ def provenance_markdown(loaded: Loaded) -> str:
     for r in sorted(loaded.records, key=_order):
         wall = r.get("wall_time_s")
         rows.append([r["chapter"], f"`{r['profile']}`", f"`{r['commit']}`", fmt(r["device"]),
-                     str(r["date"]).replace("T", " "), "–" if wall is None else f"{float(wall):,.1f}",
+                     str(r["date"]).replace("T", " ")[:16], "–" if wall is None else f"{float(wall):,.1f}",
                      fmt(r.get("torch", "?"))])
     return _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)", "torch"], rows)
 
 
+def _grouped(flat: dict[str, object]) -> tuple[dict[str, dict[str, object]], dict[str, object]]:
+    """Split 'model.metric' names into {model: {metric: value}}; plain names stay apart."""
+    groups: dict[str, dict[str, object]] = {}
+    singles: dict[str, object] = {}
+    for name, value in flat.items():
+        if "." in name:
+            group, metric = name.split(".", 1)
+            groups.setdefault(group, {})[metric] = value
+        else:
+            singles[name] = value
+    return groups, singles
+
+
 def chapter_markdown(loaded: Loaded, chapter: str) -> str:
-    """The metrics of one chapter: one column per profile that produced it."""
+    """The metrics of one chapter, one block per profile: a model-by-metric table, then the rest."""
     records = sorted((r for r in loaded.records if r["chapter"] == chapter), key=_order)
     if not records:
         return f"No results recorded for `{chapter}` yet."
-    columns = [flatten(r["metrics"]) for r in records]
-    names: list[str] = []
-    for column in columns:
-        names += [n for n in column if n not in names]
-    rows = [[f"`{n}`"] + [fmt(c[n]) if n in c else "–" for c in columns] for n in names]
-    header = ["metric"] + [f"`{r['profile']}` ({r['commit']})" for r in records]
-    return _table(header, rows)
+    blocks = []
+    for r in records:
+        wall = r.get("wall_time_s")
+        blocks.append(f"Profile `{r['profile']}` (commit `{r['commit']}`, {fmt(r['device'])}"
+                      + ("" if wall is None else f", {float(wall):,.0f} s") + "):")
+        groups, singles = _grouped(flatten(r["metrics"]))
+        if groups:
+            columns: list[str] = []
+            for metrics in groups.values():
+                columns += [m for m in metrics if m not in columns]
+            rows = [[f"**{g}**"] + [fmt(metrics[c]) if c in metrics else "–" for c in columns]
+                    for g, metrics in groups.items()]
+            blocks.append(_table([""] + [f"`{c}`" for c in columns], rows))
+        if singles:
+            blocks.append(_table(["metric", "value"], [[f"`{n}`", fmt(v)] for n, v in singles.items()]))
+    return "\n\n".join(blocks)
 
 
 def topic_of(chapter: str) -> str | None:

@@ -147,6 +147,17 @@ def _module_of(docname: str, srcdir: Path) -> str | None:
     return match.group(1) if match else None
 
 
+def _hide_default_exp_cells(app: Sphinx, doctree: nodes.document) -> None:
+    """The `#| default_exp <module>` cell is for the exporter, not the reader: drop it from the page
+    (the line under the title names and links the module instead)."""
+    for cell in list(doctree.findall(nodes.container)):
+        if "cell" not in cell.get("classes", []):
+            continue
+        blocks = list(cell.findall(nodes.literal_block))
+        if blocks and DEFAULT_EXP.fullmatch(blocks[0].astext().strip()) and len(blocks) == 1:
+            cell.parent.remove(cell)
+
+
 def _add_api_link(app: Sphinx, doctree: nodes.document) -> None:
     """Under a chapter's title: 'API reference: annotated.<module>' linking to book/api/<module>."""
     docname = app.env.docname
@@ -170,10 +181,26 @@ def _add_api_link(app: Sphinx, doctree: nodes.document) -> None:
     section.insert(title_index + 1, para)
 
 
+# --------------------------------------------------------------------------- docstrings
+_RST_SPECIAL = re.compile(r"([*|])|(\w)_(?=\W|$)")
+
+
+def _plain_docstring(app: Sphinx, what: str, name: str, obj, options, lines: list[str]) -> None:
+    """Our docstrings are plain text with math-like symbols (`*_size`, `|x|`, `h_t`), not reST:
+    escape the characters reST would read as markup, so autodoc shows them as written."""
+    if not name.startswith("annotated."):
+        return
+    lines[:] = [_RST_SPECIAL.sub(lambda m: "\\" + m.group(1) if m.group(1) else m.group(2) + "\\_", line)
+                for line in lines]
+
+
 def setup(app: Sphinx) -> dict:
+    app.setup_extension("sphinx.ext.autodoc")  # its events are connected below
     app.connect("config-inited", _on_config_inited)
     app.connect("builder-inited", _on_builder_inited)
     app.connect("doctree-read", _add_api_link)
+    app.connect("doctree-read", _hide_default_exp_cells)
+    app.connect("autodoc-process-docstring", _plain_docstring)
     # after sphinx-book-theme's add_launch_buttons (priority 501)
     app.connect("html-page-context", _fix_launch_buttons, priority=900)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
