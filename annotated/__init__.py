@@ -6,6 +6,7 @@ Modules and the chapters they come from:
 
     attention        book/01_attention.md
     translation      book/02_translation.md
+    seq2seq          book/03_seq2seq.md
     bptt             book/04_bptt.md
     transformer      book/05_transformer.md
     vit              book/06_vit.md
@@ -16,7 +17,7 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'translation', 'bptt', 'transformer', 'vit', 'vit_analysis', 'plumbing']
+__all__ = ['attention', 'translation', 'seq2seq', 'bptt', 'transformer', 'vit', 'vit_analysis', 'plumbing']
 
 
 def __getattr__(name: str):

@@ -1,0 +1,312 @@
+# GENERATED FILE, DO NOT EDIT. It is exported from book/03_seq2seq.md by tools/export.py;
+# change the chapter and run `make export` instead.
+"""Sequence to sequence: RNN and LSTM translators, with and without attention (from book/03_seq2seq.md)."""
+
+
+# %% book/03_seq2seq.md, code cell 3 (Sequence to sequence: RNN and LSTM translators, with and without attention)
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from annotated.attention import AdditiveAttention, cosine_attention, padding_mask
+from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, TokenBatchSampler, TrainConfig,
+                                   TranslationDataset, Vocab, fit, pad_batch)
+
+
+# %% book/03_seq2seq.md, code cell 4 (The configuration)
+CELLS = ("rnn", "lstm")
+ATTENTIONS = (None, "cosine", "additive")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Sizes and choices of an encoder-decoder translator."""
+
+    src_vocab: int  # German vocabulary size V_src
+    tgt_vocab: int  # English vocabulary size V
+    cell: str = "lstm"  # recurrent cell: "rnn" (tanh) or "lstm"
+    attention: str | None = "additive"  # None, "cosine" (the course's) or "additive" (Bahdanau)
+    emb_dim: int = 256  # E, word embedding size (both languages)
+    hidden_dim: int = 256  # H, decoder state size = encoder output size
+    bidirectional: bool = True  # encoder reads both ways, H/2 units per direction
+    dropout: float = 0.2  # on embeddings and on the decoder's output features
+    tie_embeddings: bool = True  # output layer shares the target embedding matrix
+    pad_idx: int = PAD_IDX
+    sos_idx: int = SOS_IDX
+    eos_idx: int = EOS_IDX
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        for name in ("src_vocab", "tgt_vocab", "emb_dim", "hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.bidirectional and self.hidden_dim % 2:
+            raise ValueError(f"a bidirectional encoder splits hidden_dim={self.hidden_dim} in two halves; "
+                             "use an even hidden_dim")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+# %% book/03_seq2seq.md, code cell 5 (The encoder)
+def _merge_directions(h: torch.Tensor) -> torch.Tensor:
+    """(directions, B, H / directions) -> (B, H): concatenate the final states of both directions."""
+    return h.transpose(0, 1).reshape(h.size(1), -1)
+
+
+def _init_embedding(embedding: nn.Embedding, std: float = 0.1) -> None:
+    """N(0, std²) entries and a zero <pad> row. PyTorch's N(0, 1) would make tied output logits huge."""
+    nn.init.normal_(embedding.weight, std=std)
+    with torch.no_grad():
+        embedding.weight[embedding.padding_idx].zero_()
+
+
+class Encoder(nn.Module):
+    """Embedding, dropout and a (bidirectional) RNN/LSTM over packed sequences."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.cfg = cfg
+        directions = 2 if cfg.bidirectional else 1
+        rnn = nn.LSTM if cfg.cell == "lstm" else nn.RNN
+        self.embedding = nn.Embedding(cfg.src_vocab, cfg.emb_dim, padding_idx=cfg.pad_idx)
+        self.rnn = rnn(cfg.emb_dim, cfg.hidden_dim // directions, batch_first=True,
+                       bidirectional=cfg.bidirectional)
+        self.dropout = nn.Dropout(cfg.dropout)
+        _init_embedding(self.embedding)
+
+    def forward(self, src: torch.Tensor):
+        """src (B, S) -> keys (B, S, H) (zero at padding), initial decoder state (B, H) or a pair."""
+        lengths = padding_mask(src, self.cfg.pad_idx).sum(1)  # (B,)
+        x = self.dropout(self.embedding(src))  # (B, S, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed)
+        keys, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
+        if isinstance(state, tuple):  # LSTM: (h, c)
+            return keys, tuple(_merge_directions(s) for s in state)
+        return keys, _merge_directions(state)
+
+
+# %% book/03_seq2seq.md, code cell 7 (The decoder, and where attention enters)
+class Decoder(nn.Module):
+    """One step of an RNN/LSTM decoder, optionally attending to the encoder outputs first."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.cfg = cfg
+        E, H = cfg.emb_dim, cfg.hidden_dim
+        self.embedding = nn.Embedding(cfg.tgt_vocab, E, padding_idx=cfg.pad_idx)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.attn = AdditiveAttention(H, H, H) if cfg.attention == "additive" else None
+        self.combine = nn.Linear(E + H, E) if cfg.attention else None  # W_c
+        self.cell = (nn.LSTMCell if cfg.cell == "lstm" else nn.RNNCell)(E, H)
+        feats = 2 * H if cfg.attention else H  # [s_t; c_t] or s_t
+        self.pre_out = nn.Linear(feats + E, E)  # W_p
+        self.out = nn.Linear(E, cfg.tgt_vocab)  # W_o, tied to the embedding below
+        if cfg.tie_embeddings:
+            self.out.weight = self.embedding.weight
+        _init_embedding(self.embedding)
+
+
+# %% book/03_seq2seq.md, code cell 8 (The decoder, and where attention enters)
+def _hidden(state) -> torch.Tensor:
+    """The hidden state s of an RNN state s or an LSTM state (s, c)."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _decoder_step(self, emb: torch.Tensor, state, keys: torch.Tensor, mask: torch.Tensor,
+                  projected_keys: torch.Tensor | None = None):
+    """emb (B, E), state, keys (B, S, H), mask (B, S) -> new state, features (B, F), weights (B, S) or None."""
+    context = weights = None
+    if self.cfg.attention == "cosine":
+        context, weights = cosine_attention(_hidden(state), keys, mask)  # (B, H), (B, S)
+    elif self.cfg.attention == "additive":
+        context, weights = self.attn(_hidden(state), keys, mask, projected_keys=projected_keys)
+    if context is not None:
+        emb = torch.tanh(self.combine(torch.cat([emb, context], dim=-1)))  # ẽ_t (B, E)
+    state = self.cell(emb, state)
+    s = _hidden(state)  # (B, H)
+    features = s if context is None else torch.cat([s, context], dim=-1)  # (B, F)
+    return state, features, weights
+
+
+Decoder.step = _decoder_step
+
+
+# %% book/03_seq2seq.md, code cell 9 (The decoder, and where attention enters)
+def _decoder_logits(self, features: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """features (..., F), input embeddings (..., E) -> logits (..., V)."""
+    hidden = torch.tanh(self.pre_out(torch.cat([self.dropout(features), emb], dim=-1)))  # (..., E)
+    return self.out(self.dropout(hidden))  # (..., V)
+
+
+Decoder.logits = _decoder_logits
+
+
+# %% book/03_seq2seq.md, code cell 10 (The encoder-decoder)
+class Seq2Seq(nn.Module):
+    """Encoder-decoder translator with an RNN or LSTM cell and optional attention."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, src: torch.Tensor):
+        """Check src and run the encoder: keys (B, S, H), mask (B, S), state, projected keys or None."""
+        _check_src(src, self.cfg)
+        keys, state = self.encoder(src)
+        mask = padding_mask(src, self.cfg.pad_idx)  # (B, S), True at real tokens
+        projected = self.decoder.attn.project_keys(keys) if self.decoder.attn is not None else None
+        return keys, mask, state, projected
+
+
+# %% book/03_seq2seq.md, code cell 11 (The encoder-decoder)
+def _check_src(src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
+    if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.dtype != torch.long:
+        desc = f"{src.dtype} tensor of shape {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
+        raise TypeError(f"src must be a (B, S) LongTensor of token ids, got a {desc}")
+    if src.numel() == 0:
+        raise ValueError(f"src is empty: shape {tuple(src.shape)}")
+    empty = (src != cfg.pad_idx).sum(1) == 0
+    if empty.any():
+        raise ValueError(f"source sentences {empty.nonzero().flatten().tolist()[:10]} are all padding")
+    if int(src.max()) >= cfg.src_vocab or int(src.min()) < 0:
+        raise ValueError(f"src ids must be in [0, {cfg.src_vocab}), got min {int(src.min())}, "
+                         f"max {int(src.max())}")
+
+
+def _check_tgt(tgt_in: torch.Tensor, src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
+    if not isinstance(tgt_in, torch.Tensor) or tgt_in.dim() != 2 or tgt_in.dtype != torch.long:
+        raise TypeError("tgt_in must be a (B, T) LongTensor of token ids")
+    if tgt_in.size(0) != src.size(0) or tgt_in.size(1) == 0:
+        raise ValueError(f"tgt_in {tuple(tgt_in.shape)} must have the batch size of src "
+                         f"{tuple(src.shape)} and at least one step")
+    if int(tgt_in.max()) >= cfg.tgt_vocab or int(tgt_in.min()) < 0:
+        raise ValueError(f"tgt_in ids must be in [0, {cfg.tgt_vocab}), got max {int(tgt_in.max())}")
+
+
+# %% book/03_seq2seq.md, code cell 12 (The encoder-decoder)
+def _forward(self, src: torch.Tensor, tgt_in: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
+    """src (B, S), tgt_in = <sos> y_1 .. y_{T-1} (B, T) -> logits (B, T, V)."""
+    if not 0.0 <= teacher_forcing <= 1.0:
+        raise ValueError(f"teacher_forcing is a probability in [0, 1], got {teacher_forcing}")
+    keys, mask, state, projected = self.encode(src)
+    _check_tgt(tgt_in, src, self.cfg)
+    dec, (B, T) = self.decoder, tgt_in.shape
+    if teacher_forcing >= 1.0:
+        embs = dec.dropout(dec.embedding(tgt_in))  # (B, T, E)
+        features = []
+        for t in range(T):
+            state, f, _ = dec.step(embs[:, t], state, keys, mask, projected)
+            features.append(f)
+        return dec.logits(torch.stack(features, dim=1), embs)  # (B, T, V)
+    logits, y_prev = [], tgt_in[:, 0]
+    for t in range(T):
+        emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
+        state, f, _ = dec.step(emb, state, keys, mask, projected)
+        logits.append(dec.logits(f, emb))  # (B, V)
+        if t + 1 < T:
+            use_reference = torch.rand(B, device=src.device) < teacher_forcing  # (B,)
+            y_prev = torch.where(use_reference, tgt_in[:, t + 1], logits[-1].argmax(-1))
+    return torch.stack(logits, dim=1)  # (B, T, V)
+
+
+Seq2Seq.forward = _forward
+
+
+# %% book/03_seq2seq.md, code cell 13 (The encoder-decoder)
+def _run_free(self, src: torch.Tensor, steps: int, stop_at_eos: bool):
+    """Greedy loop: logits (B, L, V), tokens (B, L) with <pad> after each <eos>, weights (B, L, S) or None."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"the number of decoding steps must be a positive int, got {steps!r}")
+    keys, mask, state, projected = self.encode(src)
+    dec, B = self.decoder, src.size(0)
+    y_prev = torch.full((B,), self.cfg.sos_idx, dtype=torch.long, device=src.device)  # (B,)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    logits, tokens, weights = [], [], []
+    for _ in range(steps):
+        emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
+        state, f, w = dec.step(emb, state, keys, mask, projected)
+        logits.append(dec.logits(f, emb))  # (B, V)
+        y_prev = logits[-1].argmax(-1)  # (B,)
+        tokens.append(y_prev.masked_fill(finished, self.cfg.pad_idx))
+        weights.append(w)
+        finished = finished | (y_prev == self.cfg.eos_idx)
+        if stop_at_eos and bool(finished.all()):
+            break
+    attn = torch.stack(weights, dim=1) if weights[0] is not None else None
+    return torch.stack(logits, dim=1), torch.stack(tokens, dim=1), attn
+
+
+# %% book/03_seq2seq.md, code cell 14 (The encoder-decoder)
+def _free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
+    """Logits (B, tgt_len, V) while the decoder reads its own greedy output (never the reference)."""
+    return self._run_free(src, tgt_len, stop_at_eos=False)[0]
+
+
+@torch.no_grad()
+def _greedy_decode(self, src: torch.Tensor, max_len: int, return_attention: bool = False):
+    """Token ids (B, L <= max_len), <pad> after each sentence's <eos>; with return_attention also (B, L, S)."""
+    _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
+    return (tokens, attn) if return_attention else tokens
+
+
+Seq2Seq._run_free = _run_free
+Seq2Seq.free_running_logits = _free_running_logits
+Seq2Seq.greedy_decode = _greedy_decode
+
+
+# %% book/03_seq2seq.md, code cell 17 (Training the four models)
+@dataclass
+class RecipeConfig:
+    """How a Seq2Seq model is trained (on top of chapter 2's TrainConfig)."""
+
+    epochs: float = 3.0  # whole passes over the data, or a fraction < 1 of one pass
+    max_tokens: int = 3000  # batch budget: B * max(S, T) <= max_tokens
+    peak_lr: float = 3e-3  # one-cycle peak learning rate of Adam
+    warmup: float = 0.15  # fraction of the steps spent warming up
+    label_smoothing: float = 0.1  # on the training loss only
+    clip: float = 1.0  # maximum gradient norm
+
+    def __post_init__(self):
+        if not (0 < self.epochs < 1 or (self.epochs >= 1 and float(self.epochs).is_integer())):
+            raise ValueError(f"epochs must be a whole number >= 1 or a fraction in (0, 1), got {self.epochs}")
+
+
+def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
+                  checkpoint_path=None, verbose: bool = True) -> dict:
+    """Adam with a one-cycle schedule, trained by translation.fit; returns fit's history."""
+    per_epoch = len(train_loader)
+    epochs = max(1, int(recipe.epochs))
+    steps = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs < 1 else None  # per epoch
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.peak_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.peak_lr, total_steps=epochs * (steps or per_epoch), pct_start=recipe.warmup)
+    config = TrainConfig(epochs=epochs, clip=recipe.clip, patience=None, max_steps=steps,
+                         label_smoothing=recipe.label_smoothing, scheduler_interval="step", verbose=verbose)
+    return fit(model, train_loader, val_loader, optimizer, config, scheduler, checkpoint_path,
+               model_config={"model": asdict(model.cfg), "recipe": asdict(recipe)})
+
+
+# %% book/03_seq2seq.md, code cell 21 (Measuring them)
+@torch.no_grad()
+def translate(model: Seq2Seq, dataset: TranslationDataset, tgt_vocab: Vocab, max_tokens: int = 4000,
+              extra_steps: int = 10) -> tuple[list[list[str]], float]:
+    """Greedy translations (token lists, in dataset order) of every source sentence, and the seconds taken."""
+    model.eval()
+    device = next(model.parameters()).device
+    hypotheses: list[list[str] | None] = [None] * len(dataset)
+    start = time.perf_counter()
+    for idx in TokenBatchSampler(dataset, max_tokens, shuffle=False).batches(0):
+        src, _ = pad_batch([dataset[i] for i in idx], dataset.pad_idx)  # (B, S)
+        tokens = model.greedy_decode(src.to(device), max_len=src.size(1) + extra_steps)  # (B, L)
+        for i, row in zip(idx, tokens.cpu()):
+            hypotheses[i] = tgt_vocab.decode(row)
+    return hypotheses, time.perf_counter() - start

@@ -1,0 +1,210 @@
+"""Tests for annotated.seq2seq: masking, decoding, learning, bad input."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annotated.seq2seq import ATTENTIONS, CELLS, RecipeConfig, Seq2Seq, Seq2SeqConfig, translate
+from annotated.translation import EOS_IDX, PAD_IDX, SOS_IDX, TranslationDataset, Vocab
+
+VARIANTS = [(c, a) for c in CELLS for a in ATTENTIONS]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster than two spinning on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(cell="lstm", attention="additive", V=24, **kw) -> Seq2Seq:
+    torch.manual_seed(0)
+    cfg = Seq2SeqConfig(V, V, cell=cell, attention=attention, emb_dim=kw.pop("emb_dim", 12),
+                        hidden_dim=kw.pop("hidden_dim", 10), **kw)
+    return Seq2Seq(cfg).eval()
+
+
+def batch_from_lengths(lengths, V=24, seed=0) -> torch.Tensor:
+    """(B, max len) ids in [4, V) ending in <eos>, padded at the end."""
+    g = torch.Generator().manual_seed(seed)
+    S = max(lengths)
+    src = torch.full((len(lengths), S), PAD_IDX)
+    for b, n in enumerate(lengths):
+        src[b, :n] = torch.randint(4, V, (n,), generator=g)
+        src[b, n - 1] = EOS_IDX
+    return src
+
+
+# --- the encoder and the attention ignore padding ------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 7), extra=st.integers(1, 5))
+def test_encoder_padding_does_not_leak(cell, n, extra):
+    model = tiny(cell)
+    src = batch_from_lengths([n, n + extra])  # sentence 0 is padded by `extra`
+    keys, state = model.encoder(src)
+    keys_alone, state_alone = model.encoder(src[:1, :n])
+    h, h_alone = (state[0], state_alone[0]) if cell == "lstm" else (state, state_alone)
+    torch.testing.assert_close(keys[0, :n], keys_alone[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h[0], h_alone[0], atol=1e-6, rtol=1e-5)
+    assert keys[0, n:].abs().max() == 0
+
+
+@pytest.mark.parametrize("attention", ["cosine", "additive"])
+@settings(max_examples=15, deadline=None)
+@given(lengths=st.lists(st.integers(1, 8), min_size=1, max_size=4))
+def test_decoder_attention_sums_to_one_and_ignores_padding(attention, lengths):
+    model = tiny("lstm", attention)
+    src = batch_from_lengths(lengths)
+    _, attn = model.greedy_decode(src, max_len=5, return_attention=True)  # (B, L, S)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:2]))
+    for b, n in enumerate(lengths):
+        assert attn[b, :, n:].abs().max() == 0 if n < src.size(1) else True
+
+
+def test_padding_in_the_batch_does_not_change_a_translation():
+    model = tiny("lstm", "additive")
+    src = batch_from_lengths([3, 8])
+    alone = model.free_running_logits(src[:1, :3], 6)
+    together = model.free_running_logits(src, 6)[:1]
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+# --- the three ways of running the decoder agree --------------------------------------------------
+
+@pytest.mark.parametrize("cell,attention", VARIANTS)
+def test_free_running_equals_teacher_forcing_on_its_own_output(cell, attention):
+    model = tiny(cell, attention)
+    src = batch_from_lengths([4, 6, 2])
+    free = model.free_running_logits(src, 7)  # (B, 7, V)
+    own = free.argmax(-1)  # what it fed itself
+    tgt_in = torch.cat([torch.full((3, 1), SOS_IDX), own[:, :-1]], dim=1)
+    torch.testing.assert_close(model(src, tgt_in), free, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(src, tgt_in, teacher_forcing=0.0), free, atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_forcing_ratio_one_uses_the_reference():
+    model = tiny("rnn", "cosine")
+    src = batch_from_lengths([5, 3])
+    tgt_in = torch.tensor([[SOS_IDX, 7, 8, 9], [SOS_IDX, 10, 11, 12]])
+    fast = model(src, tgt_in, teacher_forcing=1.0)
+    # the per-step path with every coin showing "reference" must give the same logits
+    slow = model(src, tgt_in, teacher_forcing=1.0 - 1e-12)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+
+
+# --- greedy decoding: shapes and <eos> --------------------------------------------------------------
+
+def test_greedy_decode_stops_when_every_sentence_ended():
+    model = tiny()
+    with torch.no_grad():
+        model.decoder.pre_out.weight.zero_()
+        model.decoder.pre_out.bias.zero_()
+        model.decoder.out.weight[EOS_IDX] = 0.0  # tied weights: logits come from out only
+    bias = torch.zeros(24)
+    bias[EOS_IDX] = 50.0
+    model.decoder.out.bias = torch.nn.Parameter(bias)
+    tokens = model.greedy_decode(batch_from_lengths([3, 5]), max_len=9)
+    assert tokens.tolist() == [[EOS_IDX], [EOS_IDX]]
+
+
+def test_greedy_decode_pads_after_eos_and_respects_max_len():
+    model = tiny()
+    src = batch_from_lengths([3, 5, 7, 2])
+    free = model.free_running_logits(src, 12).argmax(-1)  # (B, 12), no stopping
+    tokens = model.greedy_decode(src, max_len=12)  # (B, L <= 12)
+    assert tokens.size(0) == 4 and 1 <= tokens.size(1) <= 12
+    for row_free, row in zip(free.tolist(), tokens.tolist()):
+        if EOS_IDX in row:
+            k = row.index(EOS_IDX)
+            assert row[: k + 1] == row_free[: k + 1]
+            assert all(t == PAD_IDX for t in row[k + 1:])
+        else:  # never ended: ran the full budget
+            assert len(row) == 12 and row == row_free
+
+
+def test_translate_returns_hypotheses_in_dataset_order():
+    model = tiny()
+    vocab = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(4, 24)]])
+    lengths = [6, 2, 4, 3, 5]
+    src = batch_from_lengths(lengths)
+    ds = TranslationDataset([src[b, :n].tolist() for b, n in enumerate(lengths)],
+                            [[SOS_IDX, 4, EOS_IDX]] * 5, list(range(5)), {"empty": 0, "overlong": 0})
+    hyps, seconds = translate(model, ds, vocab, max_tokens=12, extra_steps=4)
+    assert seconds >= 0 and len(hyps) == 5
+    for b, n in enumerate(lengths):
+        # alone, with its own step budget n + 4 (a batch gets its longest sentence's budget)
+        alone = vocab.decode(model.greedy_decode(src[b:b + 1, :n], max_len=n + 4)[0])
+        assert hyps[b][: len(alone)] == alone and len(hyps[b]) >= len(alone)
+
+
+# --- learning: each model overfits a tiny batch ---------------------------------------------------
+
+@pytest.mark.parametrize("cell,attention", [("rnn", None), ("rnn", "additive"), ("lstm", None),
+                                            ("lstm", "additive"), ("lstm", "cosine")])
+def test_each_model_overfits_a_tiny_batch(cell, attention):
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(20, 20, cell=cell, attention=attention, emb_dim=32, hidden_dim=32,
+                                  dropout=0.0))
+    src = batch_from_lengths([5, 4, 6, 3, 5, 6, 4, 2], V=20, seed=1)  # (8, 6)
+    body = torch.where(src == EOS_IDX, PAD_IDX, src)  # target: the source words reversed
+    tgt = torch.full((8, 8), PAD_IDX)
+    for b in range(8):
+        words = [t for t in body[b].tolist() if t != PAD_IDX][::-1]
+        tgt[b, : len(words) + 2] = torch.tensor([SOS_IDX, *words, EOS_IDX])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mask = tgt[:, 1:] != PAD_IDX
+    for _ in range(100):  # measured: every variant is below 0.01 by step 100 (seed 0)
+        logits = model(src, tgt[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits[mask], tgt[:, 1:][mask])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05, f"{cell}+{attention} did not overfit: loss {loss.item():.3f}"
+    model.eval()
+    decoded = model.greedy_decode(src, 8)  # (8, L): stops once every sentence wrote <eos>
+    written = torch.full((8, 8), PAD_IDX)
+    written[:, : decoded.size(1)] = decoded
+    assert torch.equal(written[:, :7].masked_fill(~mask, PAD_IDX), tgt[:, 1:].masked_fill(~mask, PAD_IDX))
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+def test_config_rejects_bad_choices():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        Seq2SeqConfig(10, 10, cell="gru")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        Seq2SeqConfig(10, 10, attention="dot")
+    with pytest.raises(ValueError, match="even hidden_dim"):
+        Seq2SeqConfig(10, 10, hidden_dim=7)
+    with pytest.raises(ValueError, match="tgt_vocab must be positive"):
+        Seq2SeqConfig(10, 0)
+    with pytest.raises(ValueError, match="dropout"):
+        Seq2SeqConfig(10, 10, dropout=1.0)
+    with pytest.raises(ValueError, match="epochs must be a whole number"):
+        RecipeConfig(epochs=1.5)
+
+
+def test_model_rejects_bad_input_with_shapes():
+    model = tiny()
+    src = batch_from_lengths([3, 4])
+    with pytest.raises(TypeError, match=r"\(B, S\) LongTensor.*shape \(2, 4\)"):
+        model(src.float(), src)
+    with pytest.raises(TypeError, match="LongTensor"):
+        model(src[0], src)
+    with pytest.raises(ValueError, match=r"source sentences \[1\] are all padding"):
+        model(torch.tensor([[5, EOS_IDX], [PAD_IDX, PAD_IDX]]), src[:, :2])
+    with pytest.raises(ValueError, match=r"src ids must be in \[0, 24\)"):
+        model(torch.tensor([[5, 99]]), torch.tensor([[SOS_IDX]]))
+    with pytest.raises(ValueError, match=r"tgt_in \(3, 2\) must have the batch size of src \(2, 4\)"):
+        model(src, torch.full((3, 2), 5))
+    with pytest.raises(ValueError, match="teacher_forcing is a probability"):
+        model(src, src, teacher_forcing=1.5)
+    with pytest.raises(ValueError, match="positive int, got 0"):
+        model.greedy_decode(src, max_len=0)
+    with pytest.raises(ValueError, match="src is empty"):
+        model.greedy_decode(torch.zeros((0, 3), dtype=torch.long), max_len=3)
