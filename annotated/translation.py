@@ -433,7 +433,8 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
     forward, device = forward or default_forward, model_device(model)
     model.train()
     nll_total, tokens, steps, start = 0.0, 0, 0, time.perf_counter()
-    total = min(len(loader), max_steps) if max_steps else len(loader)
+    total = len(loader) if hasattr(loader, "__len__") else None  # for the progress bar
+    total = min(total, max_steps) if (total and max_steps) else total
     for src, tgt in progress_bar(loader, "train", total, progress):
         src, tgt = src.to(device), tgt.to(device)
         logits = forward(model, src, tgt[:, :-1])  # (B, T, V)
@@ -476,7 +477,13 @@ def evaluate(model: nn.Module, loader: Iterable, *, forward: Forward | None = No
 @torch.no_grad()
 def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
                             pad_idx: int = PAD_IDX) -> dict:
-    """CE and perplexity of the reference tokens while the model reads its own greedy output."""
+    """CE and perplexity of the reference tokens while the model reads its own greedy output.
+
+    The model must implement ``free_running_logits(src, tgt_len)``: for ``src`` (B, S), decode
+    greedily from <sos> for exactly ``tgt_len`` steps, feeding back each step's argmax (not stopping
+    at <eos>), and return the logits of every step, (B, tgt_len, V). They are scored against
+    ``tgt[:, 1:]``, padding ignored.
+    """
     if not callable(getattr(model, "free_running_logits", None)):
         raise TypeError(f"{type(model).__name__} has no free_running_logits(src, tgt_len) method "
                         f"(see the protocol in annotated.translation)")

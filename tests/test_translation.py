@@ -417,6 +417,9 @@ def test_forward_hook_is_used_and_bad_scheduler_interval():
     T.evaluate(model, loader, forward=forward)
     src, tgt = next(iter(loader))
     assert calls == [(tgt.size(0), tgt.size(1) - 1)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = T.train_epoch(model, (batch for batch in loader), opt, forward=forward)  # any iterable
+    assert out["steps"] == 1 and len(calls) == 2 and out["tokens"] == int((tgt[:, 1:] != T.PAD_IDX).sum())
     with pytest.raises(ValueError, match="scheduler_interval must be 'epoch' or 'step', got 'batch'"):
         T.fit(model, loader, loader, config=T.TrainConfig(scheduler_interval="batch"))
 
