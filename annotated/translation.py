@@ -600,6 +600,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch; the best epoch is marked."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train", "-o"), ("val", "-s")):
@@ -610,8 +611,12 @@ def plot_history(history: dict, title: str | None = None):
             ax.axvline(history["best_epoch"], color="grey", ls=":", lw=1, label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     ax_ppl.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax_ppl.yaxis.set_major_formatter(plain)
+    ax_ppl.yaxis.set_minor_formatter(plain)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
