@@ -395,10 +395,11 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PA
 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
-    """exp(summed cross-entropy / number of tokens)."""
+    """exp(summed cross-entropy / number of tokens); inf when that overflows a float."""
     if n_tokens <= 0:
         raise ValueError(f"perplexity of zero tokens is undefined (n_tokens={n_tokens})")
-    return math.exp(nll_sum / n_tokens)
+    mean = float(nll_sum) / n_tokens
+    return math.exp(mean) if mean < 709.0 else math.inf  # exp(709.8) is the largest double
 
 
 # %% book/02_translation.md, code cell 31 (One epoch of training, one of evaluation)

@@ -284,6 +284,8 @@ def test_sequence_loss_shape_error_and_empty_perplexity():
         T.sequence_loss(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="zero tokens"):
         T.perplexity(0.0, 0)
+    assert T.perplexity(2000.0, 2) == math.inf  # a diverged model is reported, not a crash
+    assert T.perplexity(torch.tensor(3 * math.log(5.0)), 3) == pytest.approx(5.0)
 
 
 class _Fixed(nn.Module):
