@@ -166,3 +166,9 @@ def test_book_config_serves_everything_locally():
 def test_results_page_always_reexecutes():
     meta = jupytext.read(ROOT / "book/results.md").metadata
     assert meta["mystnb"]["execution_mode"] == "force"
+
+
+def test_results_page_is_reread_on_every_build():
+    env = type("Env", (), {"found_docs": {"book/results", "book/01_attention"}})()
+    assert sphinx_annotated._always_reread(None, env, set(), set(), set()) == ["book/results"]
+    assert sphinx_annotated._always_reread(None, env, set(), {"book/results"}, set()) == []

@@ -194,11 +194,20 @@ def _plain_docstring(app: Sphinx, what: str, name: str, obj, options, lines: lis
                 for line in lines]
 
 
+ALWAYS_REREAD = ("book/results",)  # reads results/*.json, which change without its source changing
+
+
+def _always_reread(app: Sphinx, env, added: set, changed: set, removed: set) -> list[str]:
+    """Re-read (and so re-execute) the results page on every build, even an incremental one."""
+    return [doc for doc in ALWAYS_REREAD if doc in env.found_docs and doc not in added | changed]
+
+
 def setup(app: Sphinx) -> dict:
     app.setup_extension("sphinx.ext.autodoc")  # its events are connected below
     app.connect("config-inited", _on_config_inited)
     app.connect("builder-inited", _on_builder_inited)
     app.connect("doctree-read", _add_api_link)
+    app.connect("env-get-outdated", _always_reread)
     app.connect("doctree-read", _hide_default_exp_cells)
     app.connect("autodoc-process-docstring", _plain_docstring)
     # after sphinx-book-theme's add_launch_buttons (priority 501)
