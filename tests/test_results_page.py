@@ -95,6 +95,14 @@ def test_check_cli_fails_on_a_broken_file(book: Path, capsys):
     assert rp.main(["--check"], root=book) == 0
 
 
+def test_anchors_sit_only_beside_their_chapter():
+    assert rp.chapter_anchors_markdown("02_translation") == ""
+    assert rp.chapter_anchors_markdown("07_vit_inside") == ""
+    seq = rp.chapter_anchors_markdown("03_seq2seq")
+    assert "77.5293" in seq and "91.01" not in seq
+    assert "91.01" in rp.chapter_anchors_markdown("06_vit")
+
+
 def test_formatting():
     assert rp.fmt(0.123456) == "0.1235"
     assert rp.fmt(123456.7) == "123,457"

@@ -273,17 +273,22 @@ def topic_of(chapter: str) -> str | None:
 
 
 def anchors_markdown(topic: str | None = None) -> str:
-    """The published anchors and course figures (for one topic, or all of them)."""
-    rows = []
+    """The published anchors and course figures (of one topic, or all), one list item each."""
+    items = []
     for a in ANCHORS:
         if topic is not None and a.topic != topic:
             continue
         value = f"{a.value:g}{(' ' + a.unit) if a.unit else ''}"
         source = f"[{a.source}]({a.url})" if a.url else a.source
-        rows.append([a.model, a.metric, value, a.data, source, a.comparable])
-    if not rows:
-        return ""
-    return _table(["model", "metric", "published", "data", "source", "comparable?"], rows)
+        items.append(f"- **{a.model}**: {a.metric} **{value}** on {a.data}. Source: {source}. "
+                     f"*Comparable?* {a.comparable}.")
+    return "\n".join(items)
+
+
+def chapter_anchors_markdown(chapter: str) -> str:
+    """The anchors that belong beside one chapter ('' when none do)."""
+    topic = topic_of(chapter)
+    return anchors_markdown(topic) if topic is not None else ""
 
 
 def page_chapters(loaded: Loaded, chapters: list[str]) -> list[str]:
@@ -299,7 +304,7 @@ def render(root: Path = ROOT, results_dir: Path | None = None) -> str:
     parts = [problems_markdown(loaded), provenance_markdown(loaded)]
     for chapter in page_chapters(loaded, chapters):
         parts.append(f"**{chapter}**\n\n" + chapter_markdown(loaded, chapter))
-        anchors = anchors_markdown(topic_of(chapter))
+        anchors = chapter_anchors_markdown(chapter)
         if anchors:
             parts.append(anchors)
     return "\n\n".join(parts) + "\n"
