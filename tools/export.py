@@ -79,8 +79,9 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
     module_name: str | None = None
     title = ""
     section = ""
-    blocks: list[tuple[int, str, str]] = []  # (cell number, section, code)
-    for number, cell in enumerate(nb.cells, start=1):
+    blocks: list[tuple[int, str, str]] = []  # (code cell number, section, code)
+    number = 0  # code cells are numbered from 1, markdown cells are not counted
+    for cell in nb.cells:
         if cell.cell_type == "markdown":
             headings = HEADING.findall(cell.source)
             if headings:
@@ -90,18 +91,19 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
             continue
         if cell.cell_type != "code":
             continue
+        number += 1
         first = _first_line(cell.source)
         match = DEFAULT_EXP.match(first)
         if match:
             name = match.group(1)
             if module_name is not None:
                 raise ExportError(
-                    f"{rel}, cell {number}: a second '#| default_exp {name}' "
+                    f"{rel}, code cell {number}: a second '#| default_exp {name}' "
                     f"(the chapter already exports to '{module_name}'); one module per chapter"
                 )
             if not MODULE_NAME.match(name):
                 raise ExportError(
-                    f"{rel}, cell {number}: '{name}' is not a valid module name "
+                    f"{rel}, code cell {number}: '{name}' is not a valid module name "
                     "(lowercase letters, digits and underscores)"
                 )
             module_name = name
@@ -112,19 +114,19 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
         for line_no, line in enumerate(code.split("\n"), start=2):
             if MAGIC.match(line):
                 raise ExportError(
-                    f"{rel}, cell {number}, line {line_no}: an exported cell holds the "
+                    f"{rel}, code cell {number}, line {line_no}: an exported cell holds the "
                     f"IPython magic {line.strip()!r}; exported code must be plain Python"
                 )
         blocks.append((number, section, code))
     if blocks and module_name is None:
         raise ExportError(
-            f"{rel}: cell {blocks[0][0]} is marked '#| export' but the chapter declares no "
+            f"{rel}: code cell {blocks[0][0]} is marked '#| export' but the chapter declares no "
             "module; add a code cell '#| default_exp <module>' before it"
         )
     if module_name is None:
         return None
     rendered = [
-        f"# %% {rel}, cell {number}" + (f" ({sec})" if sec else "") + "\n" + code + "\n"
+        f"# %% {rel}, code cell {number}" + (f" ({sec})" if sec else "") + "\n" + code + "\n"
         for number, sec, code in blocks
     ]
     return Module(module_name, rel, title, rendered)
