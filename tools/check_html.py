@@ -241,6 +241,25 @@ def check_page(context, url: str, page_name: str, shots: Path | None) -> PageRep
     return report
 
 
+def check_search(context, base: str, query: str = "attention") -> PageReport:
+    """The search box works offline: searching a word of every chapter finds pages."""
+    report = PageReport(f"search.html?q={query}")
+    page = context.new_page()
+    page.on("pageerror", lambda err: report.problems.append(f"uncaught JavaScript exception: {err}"))
+    page.goto(f"{base}search.html?q={query}", wait_until="load", timeout=PAGE_TIMEOUT_MS)
+    found = 0
+    for _ in range(100):
+        found = page.evaluate("document.querySelectorAll('#search-results li').length")
+        if found:
+            break
+        page.wait_for_timeout(100)
+    report.stats = {"results": found}
+    if not found:
+        report.problems.append(f"searching {query!r} finds no page")
+    page.close()
+    return report
+
+
 def pages_of(site: Path, only: list[str] | None = None) -> list[Path]:
     if only:
         return [site / p for p in only]
@@ -282,6 +301,8 @@ def check_site(site: Path, shots: Path | None = None, use_file: bool = False,
                 if repo is not None:
                     report.problems += colab_problems(site, path, repo)
                 reports.append(report)
+            if (site / "search.html").exists() and not only:
+                reports.append(check_search(context, base))
             browser.close()
     finally:
         if server is not None:
