@@ -172,3 +172,23 @@ def test_results_page_is_reread_on_every_build():
     env = type("Env", (), {"found_docs": {"book/results", "book/01_attention"}})()
     assert sphinx_annotated._always_reread(None, env, set(), set(), set()) == ["book/results"]
     assert sphinx_annotated._always_reread(None, env, set(), {"book/results"}, set()) == []
+
+
+def test_execution_cache_is_cleared_when_a_dependency_changes(tmp_path: Path, monkeypatch):
+    import book_cache
+
+    root = tmp_path / "repo"
+    (root / "annotated").mkdir(parents=True)
+    (root / "annotated" / "attention.py").write_text("x = 1\n")
+    (root / "requirements.txt").write_text("torch==2.14.1\n")
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    monkeypatch.setenv("ANNOTATED_PROFILE", "cpu")
+    monkeypatch.delenv("ANNOTATED_DATA", raising=False)
+    assert "started" in book_cache.guard(cache, root)
+    (cache / "executed.db").write_text("outputs")
+    assert "kept" in book_cache.guard(cache, root) and (cache / "executed.db").exists()
+    (root / "annotated" / "attention.py").write_text("x = 2\n")  # the package changed
+    assert "cleared" in book_cache.guard(cache, root) and not (cache / "executed.db").exists()
+    (cache / "executed.db").write_text("outputs")
+    monkeypatch.setenv("ANNOTATED_PROFILE", "full")  # another profile, other numbers
+    assert "cleared" in book_cache.guard(cache, root) and not (cache / "executed.db").exists()
