@@ -470,7 +470,7 @@ def vit_recipe(profile: str | None = None) -> dict:
     model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
     train = by_profile(
         smoke=TrainConfig(epochs=1, batch_size=50, lr=1e-3),
-        cpu=TrainConfig(epochs=3, batch_size=128, lr=2e-3),
+        cpu=TrainConfig(epochs=4, batch_size=128, lr=2e-3),
         full=TrainConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=5e-5, warmup_frac=0.025,
                          strong_augment=True), profile=profile)
     n_train = by_profile(smoke=200, cpu=50_000, full=50_000, profile=profile)
