@@ -44,6 +44,8 @@ def book(tmp_path: Path) -> Path:
     del missing["commit"]
     (results / "06_vit.cpu.json").write_text(json.dumps(missing))
     (results / "misnamed.json").write_text(json.dumps(record("06_vit", "full", acc=0.9)))
+    (results / "03_seq2seq_recipe.cpu.json").write_text(json.dumps(
+        record("03_seq2seq_recipe", "cpu", best_lr=0.002)))  # a side run of chapter 3
     return tmp_path
 
 
@@ -59,7 +61,9 @@ def test_every_broken_file_is_reported_by_name(book: Path):
     assert "'99_unknown'" in problems["99_unknown.cpu.json"] and "_toc.yml" in problems["99_unknown.cpu.json"]
     assert "commit" in problems["06_vit.cpu.json"]
     assert "06_vit.full.json" in problems["misnamed.json"]
-    assert sorted(r["_file"] for r in loaded.records) == ["03_seq2seq.cpu.json", "03_seq2seq.full.json"]
+    assert sorted(r["_file"] for r in loaded.records) == [
+        "03_seq2seq.cpu.json", "03_seq2seq.full.json", "03_seq2seq_recipe.cpu.json"]
+    assert {r["_parent"] for r in loaded.records} == {"03_seq2seq"}
 
 
 def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(book: Path):
@@ -74,6 +78,8 @@ def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(boo
     assert "| `test_bleu` | `test_ppl` |" in page[cpu:]
     assert "| `curve` | 3.25 (last of 3) |" in page[full:cpu]
     assert "| `epochs_run` | 7 |" in page[cpu:]
+    side = page.index("`03_seq2seq_recipe`, Profile `cpu`")
+    assert side > cpu and "| `best_lr` | 0.002 |" in page[side:]
     assert "`abc123def456`" in page and "12.5" in page
     # the anchors sit beside their chapter, with their sources
     assert "77.5293" in page and "seeds/000_275750e159278998.txt" in page

@@ -126,6 +126,14 @@ def known_chapters(root: Path = ROOT) -> list[str]:
     return [Path(n).stem for n in names if n.startswith("book/") and n.count("/") == 1]
 
 
+def owner_chapter(name: str, chapters: list[str]) -> str | None:
+    """The book chapter a results name belongs to: itself, or `<chapter>_<part>` (e.g. a recipe search)."""
+    if name in chapters:
+        return name
+    owners = [c for c in chapters if name.startswith(c + "_")]
+    return max(owners, key=len) if owners else None
+
+
 def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
     """Read every results/*.json; collect the good records and, by file name, every problem."""
     out = Loaded()
@@ -142,7 +150,8 @@ def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
         if missing:
             out.problems.append((path.name, f"lacks the key(s) {', '.join(missing)}"))
             continue
-        if record["chapter"] not in chapters:
+        parent = owner_chapter(record["chapter"], chapters) if isinstance(record["chapter"], str) else None
+        if parent is None:
             out.problems.append((path.name, f"names the chapter {record['chapter']!r}, which is not in "
                                             f"_toc.yml (known: {', '.join(chapters)})"))
             continue
@@ -158,6 +167,7 @@ def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
                                             f"named {expected}"))
             continue
         record["_file"] = path.name
+        record["_parent"] = parent
         out.records.append(record)
     return out
 
@@ -239,13 +249,15 @@ def _grouped(flat: dict[str, object]) -> tuple[dict[str, dict[str, object]], dic
 
 def chapter_markdown(loaded: Loaded, chapter: str) -> str:
     """The metrics of one chapter, one block per profile: a model-by-metric table, then the rest."""
-    records = sorted((r for r in loaded.records if r["chapter"] == chapter), key=_order)
+    records = sorted((r for r in loaded.records if r.get("_parent", r["chapter"]) == chapter),
+                     key=lambda r: (r["chapter"] != chapter, r["chapter"], PROFILES.index(r["profile"])))
     if not records:
         return f"No results recorded for `{chapter}` yet."
     blocks = []
     for r in records:
         wall = r.get("wall_time_s")
-        blocks.append(f"Profile `{r['profile']}` (commit `{r['commit']}`, {fmt(r['device'])}"
+        part = "" if r["chapter"] == chapter else f"`{r['chapter']}`, "
+        blocks.append(f"{part}Profile `{r['profile']}` (commit `{r['commit']}`, {fmt(r['device'])}"
                       + ("" if wall is None else f", {float(wall):,.0f} s") + "):")
         groups, singles = _grouped(flatten(r["metrics"]))
         if groups:
@@ -293,7 +305,7 @@ def chapter_anchors_markdown(chapter: str) -> str:
 
 def page_chapters(loaded: Loaded, chapters: list[str]) -> list[str]:
     """Chapters with results or anchors, in book order."""
-    with_results = {r["chapter"] for r in loaded.records}
+    with_results = {r.get("_parent", r["chapter"]) for r in loaded.records}
     return [c for c in chapters if c in with_results or topic_of(c) is not None]
 
 
