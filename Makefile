@@ -12,13 +12,14 @@ export ANNOTATED_DATA ?= $(SHARED_DATA)
 endif
 
 .PHONY: help venv export check-export test lint test-fast book book-smoke bench clean \
-	chromium check-html check-html-smoke
+	chromium check-html check-html-smoke full check-chapter
 
 help:
 	@echo "make book   build the HTML book into _build/html (cpu profile, warnings are errors)"
 	@echo "make test   run every test, the notebook tests (smoke profile) and ruff"
 	@echo "make export regenerate annotated/ from book/"
 	@echo "make bench  run the benchmarks and record them in results/"
+	@echo "make full CHAPTER=05_transformer [NPROC=4]  one chapter in the full profile (resumable)"
 	@echo "make check-html  open every page of _build/html in headless Chromium, offline; screenshots"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -83,6 +84,22 @@ check-html: $(STAMP) chromium
 # The same on the smoke build (CI, after `make book-smoke`).
 check-html-smoke: $(STAMP) chromium
 	$(BIN)/python tools/check_html.py _build/smoke/_build/html --out _build/smoke/screenshots
+
+# One chapter in the full profile (a GPU, or a long CPU run): `make full CHAPTER=05_transformer`.
+# Its training checkpoints every epoch under checkpoints/, so running the same command again after
+# an interruption resumes it. NPROC=N runs it data-parallel in N processes under torchrun (one per
+# GPU; gloo processes on a CPU). Results: results/<chapter>.full.json; the executed notebook:
+# _build/full/<chapter>.ipynb.
+CHAPTER ?=
+NPROC   ?= 1
+CHAPTERS := $(notdir $(basename $(wildcard book/0*.md)))
+check-chapter:
+	@test -n "$(filter $(CHAPTER),$(CHAPTERS))" || { \
+		echo "make full CHAPTER=<chapter>: got '$(CHAPTER)'; chapters are: $(CHAPTERS)" >&2; exit 2; }
+
+full: check-chapter $(STAMP) export
+	ANNOTATED_PROFILE=full $(if $(filter 1,$(NPROC)),$(BIN)/python,$(BIN)/torchrun --standalone --nproc_per_node $(NPROC)) \
+		tools/run_chapter.py book/$(CHAPTER).md _build/full/$(CHAPTER).ipynb --timeout 0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py

@@ -5,6 +5,7 @@
 
 # %% book/appendix_plumbing.md, code cell 3 (Appendix: the plumbing every chapter shares)
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -95,6 +96,47 @@ def book_vega_renderer(spec: dict, **metadata: Any) -> dict:
 
 
 # %% book/appendix_plumbing.md, code cell 8 (Seeds and devices)
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    """This process's place among torchrun's processes (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that prints, checkpoints and writes results."""
+        return self.rank == 0
+
+
+def distributed_env() -> DistEnv:
+    """RANK, LOCAL_RANK and WORLD_SIZE as torchrun sets them; bad values are refused by name."""
+    values = {}
+    for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
+        raw = os.environ.get(name, str(default))
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not an integer (torchrun sets it)") from None
+    env = DistEnv(values["RANK"], values["LOCAL_RANK"], values["WORLD_SIZE"])
+    if env.world_size < 1 or not 0 <= env.rank < env.world_size:
+        raise ValueError(f"RANK={env.rank} must lie in [0, WORLD_SIZE={env.world_size})")
+    return env
+
+
+def init_distributed() -> DistEnv:
+    """Join torchrun's process group once (NCCL on GPUs, gloo on CPUs); nothing when run alone."""
+    env = distributed_env()
+    if env.world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(env.local_rank)
+        torch.distributed.init_process_group(backend)
+    return env
+
+
+# %% book/appendix_plumbing.md, code cell 9 (Seeds and devices)
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -104,10 +146,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """CUDA when available (or the device named by `prefer`), else the CPU."""
+    """CUDA when available (this process's own GPU under torchrun; or `prefer`), else the CPU."""
     if prefer is not None:
         return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    env = distributed_env()
+    return torch.device("cuda", env.local_rank) if env.world_size > 1 else torch.device("cuda")
 
 
 def device_name(device: torch.device | None = None) -> str:
@@ -119,7 +164,7 @@ def device_name(device: torch.device | None = None) -> str:
     return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
 
 
-# %% book/appendix_plumbing.md, code cell 10 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
 def data_dir() -> Path:
     """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
     env = os.environ.get("ANNOTATED_DATA")
@@ -135,7 +180,7 @@ def checkpoint_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "checkpoints"
 
 
-# %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
 class ChecksumError(RuntimeError):
     """A data file's SHA-256 digest is not the published one."""
 
@@ -162,7 +207,7 @@ def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None)
         )
 
 
-# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
     """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
@@ -198,7 +243,7 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
     return target
 
 
-# %% book/appendix_plumbing.md, code cell 14 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
     """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
     here = (start or Path.cwd()).resolve()
@@ -229,7 +274,7 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 16 (Results with their provenance)
 def _jsonable(value: Any) -> Any:
     """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
     if isinstance(value, dict):
@@ -248,7 +293,7 @@ def _jsonable(value: Any) -> Any:
 def save_results(chapter: str, metrics: dict, settings: dict | None = None,
                  wall_time_s: float | None = None, profile: str | None = None,
                  device: torch.device | None = None) -> Path:
-    """Write results/<chapter>.<profile>.json with metrics and provenance; return its path."""
+    """Write results/<chapter>.<profile>.json with metrics and provenance (rank 0 only); return its path."""
     if not metrics:
         raise ValueError(f"save_results({chapter!r}): no metrics to save")
     profile = get_profile(profile)
@@ -265,6 +310,8 @@ def save_results(chapter: str, metrics: dict, settings: dict | None = None,
         "metrics": _jsonable(metrics),
     }
     out = results_dir() / f"{chapter}.{profile}.json"
+    if not distributed_env().is_main:  # under torchrun only rank 0 writes
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.part")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
@@ -283,7 +330,7 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, code cell 17 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, code cell 18 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved from a different configuration."""
 

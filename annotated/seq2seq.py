@@ -282,7 +282,7 @@ class RecipeConfig:
 
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
                   checkpoint_path=None, verbose: bool = True) -> dict:
-    """Adam with a one-cycle schedule, trained by translation.fit; returns fit's history."""
+    """Adam with a one-cycle schedule, trained by translation.fit (resumable at checkpoint_path)."""
     per_epoch = len(train_loader)
     epochs = max(1, int(recipe.epochs))
     steps = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs < 1 else None  # per epoch
@@ -290,7 +290,8 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.peak_lr, total_steps=epochs * (steps or per_epoch), pct_start=recipe.warmup)
     config = TrainConfig(epochs=epochs, clip=recipe.clip, patience=None, max_steps=steps,
-                         label_smoothing=recipe.label_smoothing, scheduler_interval="step", verbose=verbose)
+                         label_smoothing=recipe.label_smoothing, scheduler_interval="step", verbose=verbose,
+                         resume=checkpoint_path is not None)
     return fit(model, train_loader, val_loader, optimizer, config, scheduler, checkpoint_path,
                model_config={"model": asdict(model.cfg), "recipe": asdict(recipe)})
 

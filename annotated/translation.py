@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from annotated.plumbing import fetch, load_checkpoint, save_checkpoint
+from annotated.plumbing import (distributed_env, fetch, init_distributed, load_checkpoint,
+                                save_checkpoint)
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -287,13 +290,19 @@ class TokenBatchSampler(Sampler[list[int]]):
     """Batches of example indices with B * max(S, T) <= max_tokens, optionally length-bucketed."""
 
     def __init__(self, dataset: TranslationDataset, max_tokens: int, shuffle: bool = True,
-                 seed: int = 0, bucket: bool = True):
+                 seed: int = 0, bucket: bool = True, shard: bool | None = None):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         self.src_len = [len(s) for s in dataset.src]
         self.tgt_len = [len(t) for t in dataset.tgt]
         self.max_tokens, self.shuffle, self.seed, self.bucket = max_tokens, shuffle, seed, bucket
+        self.dist = distributed_env()
+        self.shard = (shuffle if shard is None else shard) and self.dist.world_size > 1
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration draws (0-based), as DistributedSampler.set_epoch."""
+        self.epoch = epoch
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The batches of one epoch (deterministic given seed and epoch)."""
@@ -314,6 +323,10 @@ class TokenBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        if self.shard:  # this process's share: batches rank, rank + N, ... (padded to equal counts)
+            mine = DistributedSampler(range(len(batches)), num_replicas=self.dist.world_size,
+                                      rank=self.dist.rank, shuffle=False)
+            batches = [batches[j] for j in mine]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -327,9 +340,10 @@ class TokenBatchSampler(Sampler[list[int]]):
 
 # %% book/02_translation.md, code cell 24 (Padding, and how much of it bucketing saves)
 def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True, seed: int = 0,
-                bucket: bool = True) -> DataLoader:
+                bucket: bool = True, shard: bool | None = None) -> DataLoader:
     """A DataLoader of (src (B, S), tgt (B, T)) LongTensor batches under a token budget."""
-    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=shuffle, seed=seed, bucket=bucket)
+    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=shuffle, seed=seed, bucket=bucket,
+                                shard=shard)
     return DataLoader(dataset, batch_sampler=sampler,
                       collate_fn=functools.partial(pad_batch, pad_idx=dataset.pad_idx))
 
@@ -432,6 +446,7 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
                 progress: bool | None = None) -> dict:
     """One pass of teacher-forced training; returns the plain CE, perplexity, tokens and speed."""
     forward, device = forward or default_forward, model_device(model)
+    world = dist.get_world_size() if dist.is_initialized() else 1
     model.train()
     nll_total, tokens, steps, start = 0.0, 0, 0, time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None  # for the progress bar
@@ -442,6 +457,10 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
         loss, nll_sum, n = sequence_loss(logits, tgt[:, 1:], pad_idx, label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {float(loss)} at step {steps}")
+        if world > 1:  # weight by this process's share of the tokens (see the text)
+            n_all = torch.tensor(float(n), device=device)
+            dist.all_reduce(n_all)
+            loss = loss * (n * world / n_all)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip is not None:
@@ -452,6 +471,10 @@ def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optim
         nll_total, tokens, steps = nll_total + float(nll_sum), tokens + n, steps + 1
         if max_steps is not None and steps >= max_steps:
             break
+    if world > 1:  # the epoch's figures over all processes
+        sums = torch.tensor([nll_total, float(tokens)], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        nll_total, tokens = float(sums[0]), int(sums[1])
     seconds = time.perf_counter() - start
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens,
             "steps": steps, "seconds": seconds, "tokens_per_s": tokens / seconds}
@@ -515,13 +538,14 @@ class TrainConfig:
     max_steps: int | None = None  # at most this many training batches per epoch (smoke runs)
     max_eval_steps: int | None = None  # at most this many validation batches
     scheduler_interval: str = "epoch"  # call scheduler.step() every 'epoch' or every 'step'
-    resume: bool = False  # load a finished run from checkpoint_path instead of training
+    resume: bool = False  # continue (or load, when finished) the run saved at checkpoint_path
+    stop_after: int | None = None  # end this call after this many epochs; resume=True continues
     verbose: bool = True  # print one line per epoch
     progress: bool | None = None  # tqdm bar: None = only in a terminal, never with TQDM_DISABLE
 
     def run_settings(self) -> dict:
         """The fields that change the result (what a checkpoint must match)."""
-        skip = {"resume", "verbose", "progress"}
+        skip = {"resume", "stop_after", "verbose", "progress"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -546,6 +570,24 @@ def _step_scheduler(scheduler, config: TrainConfig, val_loss: float) -> None:
         scheduler.step()
 
 
+def _batch_sampler(loader: Iterable):
+    """The loader's batch sampler when it can say and set its epoch (TokenBatchSampler), else None."""
+    sampler = getattr(loader, "batch_sampler", None)
+    return sampler if callable(getattr(sampler, "set_epoch", None)) and hasattr(sampler, "epoch") else None
+
+
+def _rng_states() -> dict:
+    """Everything random in training (dropout, teacher forcing) draws from these generators."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
 # %% book/02_translation.md, code cell 37 (Fitting: epochs, early stopping, checkpoints)
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer | None = None, config: TrainConfig | None = None,
@@ -555,20 +597,37 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     config = config or TrainConfig()
     if config.scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {config.scheduler_interval!r}")
+    if config.stop_after is not None and config.stop_after < 1:
+        raise ValueError(f"stop_after must be a positive number of epochs or None, got {config.stop_after}")
+    env = init_distributed()  # a no-op unless started by torchrun with several processes
+    say = config.verbose and env.is_main
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
     ckpt_config = checkpoint_config(config, model_config)
+    sampler = _batch_sampler(train_loader)
+    history, best_state, bad_epochs, done = _new_history(), None, 0, 0
     if checkpoint_path is not None and config.resume and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, model, ckpt_config, map_location=model_device(model))
+        state = load_checkpoint(checkpoint_path, model, ckpt_config, optimizer, map_location=model_device(model))
         if state.get("finished"):
-            if config.verbose:
+            if say:
                 print(f"loaded the finished run from {checkpoint_path} (best epoch {state['history']['best_epoch']})")
             return state["history"]
-    history, best_state, bad_epochs = _new_history(), None, 0
-    for epoch in range(1, config.epochs + 1):
-        tr = train_epoch(model, train_loader, optimizer, clip=config.clip, forward=forward,
+        history, best_state, bad_epochs = state["history"], state["best_model"], state["bad_epochs"]
+        done = len(history["epoch"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if sampler is not None and state.get("sampler_epoch") is not None:
+            sampler.set_epoch(state["sampler_epoch"])
+        _set_rng_states(state["rng"])
+        if say:
+            print(f"resuming {checkpoint_path} after epoch {done} (best epoch {history['best_epoch']})")
+    trained = DistributedDataParallel(model) if env.world_size > 1 else model  # averages gradients
+    stop_at = config.epochs if config.stop_after is None else min(config.epochs, done + config.stop_after)
+    stop_at = done if history["stopped_early"] else stop_at  # it ended before its last save
+    for epoch in range(done + 1, stop_at + 1):
+        tr = train_epoch(trained, train_loader, optimizer, clip=config.clip, forward=forward,
                          label_smoothing=config.label_smoothing, max_steps=config.max_steps,
                          scheduler=scheduler if config.scheduler_interval == "step" else None,
-                         progress=config.progress)
+                         progress=config.progress and env.is_main)
         va = evaluate(model, val_loader, forward=forward, max_steps=config.max_eval_steps)
         _step_scheduler(scheduler, config, va["loss"])
         for key, value in (("epoch", epoch), ("train_loss", tr["loss"]), ("train_ppl", tr["ppl"]),
@@ -579,21 +638,32 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         if improved:
             history["best_epoch"], history["best_val_loss"], bad_epochs = epoch, va["loss"], 0
             best_state = copy.deepcopy(model.state_dict())
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False)
         else:
             bad_epochs += 1
-        if config.verbose:
+        if say:
             print(f"epoch {epoch:3d} | train ppl {tr['ppl']:8.2f} | val ppl {va['ppl']:8.2f} | "
                   f"{tr['seconds']:6.1f} s, {tr['tokens_per_s']:7.0f} tok/s{'  *' if improved else ''}")
-        if config.patience is not None and bad_epochs >= config.patience:
-            history["stopped_early"] = True
+        history["stopped_early"] = config.patience is not None and bad_epochs >= config.patience
+        if checkpoint_path is not None and env.is_main:  # resumable after every epoch
+            save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False,
+                            best_model=best_state, bad_epochs=bad_epochs,
+                            scheduler=None if scheduler is None else scheduler.state_dict(),
+                            sampler_epoch=None if sampler is None else sampler.epoch, rng=_rng_states())
+        if history["stopped_early"]:
             break
+    finished = history["stopped_early"] or len(history["epoch"]) >= config.epochs
+    if not finished:  # stop_after reached: the model keeps its last weights; resume=True goes on
+        history["interrupted"] = True
+        if say:
+            print(f"stopped after epoch {len(history['epoch'])} of {config.epochs}; resume=True continues")
+        return history
     if best_state is not None:
         model.load_state_dict(best_state)
     history["best_val_ppl"] = math.exp(history["best_val_loss"])
-    if checkpoint_path is not None:
+    if checkpoint_path is not None and env.is_main:
         save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=True)
+    if env.world_size > 1:
+        dist.barrier()  # every process leaves with the checkpoint written
     return history
 
 

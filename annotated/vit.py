@@ -359,11 +359,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 # %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      config: TrainConfig, device: torch.device | None = None,
-                     desc: str = "train") -> dict:
-    """Train `model` on uint8 images with `config`; return the loss history and images/s."""
+                     desc: str = "train", checkpoint_path: str | Path | None = None,
+                     checkpoint_config: dict | None = None, stop_after: int | None = None) -> dict:
+    """Train `model` on uint8 images with `config` (resumable per epoch); return losses and images/s."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need as many labels as images (and at least one): "
                          f"{len(images)} images, {len(labels)} labels")
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be a positive number of epochs or None, got {stop_after}")
     device = device or next(model.parameters()).device
     model.to(device).train()
     images, labels = images.to(device), labels.to(device)
@@ -374,9 +377,21 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total, max(1, round(config.warmup_frac * total))))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    losses, step, start = [], 0, time.perf_counter()
-    with tqdm(total=total, desc=desc, leave=False) as bar:
-        while step < total:
+    losses, step, epoch, seconds = [], 0, 0, 0.0
+    ckpt_config = checkpoint_config if checkpoint_config is not None else {"train": asdict(config)}
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path, model, ckpt_config, opt, map_location=device)
+        if state.get("finished", True):
+            raise CheckpointError(f"{checkpoint_path} holds a finished run; load it instead of training")
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        losses, step, epoch, seconds = state["loss"], state["step"], state["epoch"], state["train_seconds"]
+    stop_epoch = None if stop_after is None else epoch + stop_after
+    start = time.perf_counter()
+    with tqdm(total=total, initial=step, desc=desc, leave=False) as bar:
+        while step < total and epoch != stop_epoch:
             for idx in _batches(len(images), config.batch_size, g):
                 if step == total:
                     break
@@ -393,9 +408,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                 step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    seconds = time.perf_counter() - start
-    return {"loss": losses, "steps": total, "train_seconds": seconds,
-            "images_per_second": total * config.batch_size / seconds}
+            epoch += 1
+            if checkpoint_path is not None and step < total:  # resumable after every whole epoch
+                save_checkpoint(checkpoint_path, model, ckpt_config, opt, finished=False, loss=losses, step=step,
+                                epoch=epoch, steps=total, scheduler=sched.state_dict(),
+                                scaler=scaler.state_dict(), generator=g.get_state(),
+                                torch_rng=torch.get_rng_state(),
+                                train_seconds=seconds + time.perf_counter() - start)
+    seconds += time.perf_counter() - start
+    return {"loss": losses, "steps": total, "train_seconds": seconds, "finished": step == total,
+            "images_per_second": step * config.batch_size / max(seconds, 1e-9)}
 
 
 # %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
@@ -480,20 +502,26 @@ def vit_recipe(profile: str | None = None) -> dict:
 # %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
 def train_or_load(name: str, model: nn.Module, model_config: dict, train_config: TrainConfig,
                   images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None,
-                  profile: str | None = None) -> dict:
-    """Load checkpoint `<name>.<profile>.pt` if it matches all configs, else train and save it."""
+                  profile: str | None = None, stop_after: int | None = None) -> dict:
+    """Load `<name>.<profile>.pt` if it is a finished run of the same configs, else train (or resume)."""
     profile = get_profile(profile)
     path = checkpoint_dir() / f"{name}.{profile}.pt"
     config = {"model": model_config, "train": asdict(train_config), "n_train": len(images)}
     if path.exists():
         try:
             state = load_checkpoint(path, model, config)
-            model.to(device or torch.device("cpu"))
-            return {**state, "loaded_from": str(path)}
         except CheckpointError as err:
-            print(f"retraining {name}: {err}")
-    history = train_classifier(model, images, labels, train_config, device, desc=name)
-    save_checkpoint(path, model, config, **history)
+            print(f"retraining {name} (the checkpoint is replaced): {err}")
+            path.unlink()
+        else:
+            if state.get("finished", True):
+                model.to(device or torch.device("cpu"))
+                return {**state, "loaded_from": str(path)}
+            print(f"resuming {name} after epoch {state['epoch']} of {train_config.epochs:g}")
+    history = train_classifier(model, images, labels, train_config, device, desc=name, checkpoint_path=path,
+                               checkpoint_config=config, stop_after=stop_after)
+    if history["finished"]:
+        save_checkpoint(path, model, config, **history)
     return {**history, "loaded_from": None}
 
 

@@ -192,3 +192,23 @@ def test_execution_cache_is_cleared_when_a_dependency_changes(tmp_path: Path, mo
     (cache / "executed.db").write_text("outputs")
     monkeypatch.setenv("ANNOTATED_PROFILE", "full")  # another profile, other numbers
     assert "cleared" in book_cache.guard(cache, root) and not (cache / "executed.db").exists()
+
+
+# --------------------------------------------------------------------------- full-profile runs
+def test_make_full_refuses_an_unknown_chapter_by_name():
+    import subprocess
+
+    run = subprocess.run(["make", "-s", "check-chapter", "CHAPTER=05_transformr"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "got '05_transformr'; chapters are: 01_attention" in run.stderr and "05_transformer" in run.stderr
+    ok = subprocess.run(["make", "-s", "check-chapter", "CHAPTER=05_transformer"], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_run_chapter_writes_one_notebook_per_torchrun_process():
+    import run_chapter
+
+    assert run_chapter.output_path("_build/full/05.ipynb", 0) == Path("_build/full/05.ipynb")
+    assert run_chapter.output_path("_build/full/05.ipynb", 3) == Path("_build/full/05.rank3.ipynb")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from annotated import plumbing as P
 from annotated import translation as T
+from annotated.plumbing import distributed_env
 
 HAVE_MULTI30K = all((P.data_dir() / "multi30k" / name).exists() for name in T.MULTI30K_FILES)
 needs_data = pytest.mark.skipif(not HAVE_MULTI30K, reason="Multi30k not in $ANNOTATED_DATA/multi30k")
@@ -392,6 +393,133 @@ def test_early_stopping_and_checkpoint_round_trip(tmp_path, capsys):
     with pytest.raises(P.CheckpointError, match=mismatch):
         T.fit(fresh, loader, loader, None, T.TrainConfig(resume=True), checkpoint_path=path,
               model_config={"d": 16})
+
+
+def _resumable_run(path, stop_after=None, forward=None):
+    """Four epochs with dropout and a per-step schedule, everything fresh (as in a new process)."""
+    torch.manual_seed(0)
+    ds = _toy_data(40)
+    model = T.BagOfWordsTranslator(16, 16, d=16, dropout=0.3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 10))
+    cfg = T.TrainConfig(epochs=4, patience=None, scheduler_interval="step", resume=True,
+                        stop_after=stop_after, verbose=False)
+    history = T.fit(model, T.make_loader(ds, 60, seed=5), T.make_loader(ds, 60, shuffle=False), opt, cfg,
+                    warmup, checkpoint_path=path, forward=forward, model_config={"d": 16})
+    return model, history
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
+
+
+def test_resume_after_stop_after_gives_the_same_weights(tmp_path):
+    one_go, full = _resumable_run(tmp_path / "one_go.pt")
+    _, first = _resumable_run(tmp_path / "split.pt", stop_after=2)
+    assert first["epoch"] == [1, 2] and first["interrupted"]
+    resumed, second = _resumable_run(tmp_path / "split.pt")
+    assert second["epoch"] == [1, 2, 3, 4] and "interrupted" not in second
+    assert second["val_loss"] == full["val_loss"] and second["lr"] == full["lr"]
+    assert _same_weights(one_go, resumed)  # dropout 0.3: without the restored RNG state it differs
+
+
+def test_a_crashed_run_loses_at_most_the_epoch_it_was_in(tmp_path):
+    one_go, _ = _resumable_run(tmp_path / "one_go.pt")
+    calls, per_epoch = {"n": 0}, 2 * len(T.make_loader(_toy_data(40), 60))  # training + validation batches
+
+    def crash_in_epoch_3(model, src, tgt_in):
+        calls["n"] += 1
+        if calls["n"] > 2 * per_epoch + 1:  # the second batch of epoch 3
+            raise KeyboardInterrupt("the machine was taken back")
+        return model(src, tgt_in)
+
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_run(tmp_path / "crash.pt", forward=crash_in_epoch_3)
+    saved = torch.load(tmp_path / "crash.pt", weights_only=False)["state"]
+    assert saved["history"]["epoch"] == [1, 2] and not saved["finished"]
+    resumed, history = _resumable_run(tmp_path / "crash.pt")
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert _same_weights(one_go, resumed)
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path):
+    _resumable_run(tmp_path / "run.pt", stop_after=1)
+    refused = r"different configuration \(.*train.lr: saved 0.001, wanted 0.01"
+    with pytest.raises(P.CheckpointError, match=refused):
+        torch.manual_seed(0)
+        model = T.BagOfWordsTranslator(16, 16, d=16, dropout=0.3)
+        ds = _toy_data(40)
+        T.fit(model, T.make_loader(ds, 60), T.make_loader(ds, 60, shuffle=False), None,
+              T.TrainConfig(epochs=4, lr=1e-2, patience=None, resume=True, verbose=False),
+              checkpoint_path=tmp_path / "run.pt", model_config={"d": 16})
+    (tmp_path / "broken.pt").write_bytes(b"half a checkpoint")
+    with pytest.raises(P.CheckpointError, match=r"broken.pt is not a readable checkpoint"):
+        _resumable_run(tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"stop_after must be a positive number of epochs or None, got 0"):
+        _resumable_run(tmp_path / "zero.pt", stop_after=0)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_batch_sampler_shards_an_epoch_over_processes(monkeypatch, world):
+    ds = _toy_data(50)
+    everything = T.TokenBatchSampler(ds, 40, seed=1).batches(0)
+    shares = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        sampler = T.TokenBatchSampler(ds, 40, seed=1)
+        shares.append(sampler.batches(0))
+        assert len(sampler) == math.ceil(len(everything) / world)
+        assert T.TokenBatchSampler(ds, 40, shuffle=False).batches(0) == \
+            T.TokenBatchSampler(ds, 40, shuffle=False, shard=False).batches(0)  # evaluation: whole set
+    assert len({len(s) for s in shares}) == 1  # the same number of steps in every process
+    dealt = [b for step in zip(*shares) for b in step]  # step k: batches k*world ... k*world + world - 1
+    assert dealt[: len(everything)] == everything  # every batch, once, in order ...
+    assert dealt[len(everything):] == everything[: len(dealt) - len(everything)]  # ... then a few repeated
+
+
+def test_distributed_env_rejects_bad_values(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match=r"WORLD_SIZE='two' is not an integer"):
+        distributed_env()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match=r"RANK=2 must lie in \[0, WORLD_SIZE=2\)"):
+        distributed_env()
+
+
+@pytest.mark.timeout(180)
+def test_ddp_on_two_processes_equals_one_process_on_both_batches(tmp_path, repo_root):
+    """Two gloo processes under torchrun vs one process fed each pair of batches as one batch."""
+    import os
+    import subprocess
+    import sys
+
+    import ddp_worker as W
+
+    out = tmp_path / "ddp.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo_root))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(key, None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = subprocess.run([*torchrun, str(repo_root / "tests" / "ddp_worker.py"), str(out)],
+                         env=env, capture_output=True, text=True, timeout=170)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ddp = torch.load(out)
+
+    data, model, optimizer, config = W.setup()
+    batches = T.TokenBatchSampler(data, W.MAX_TOKENS, seed=0, shard=False).batches(0)
+    together = [T.pad_batch([data[i] for i in batches[2 * k] + batches[2 * k + 1]]) for k in range(W.STEPS)]
+    T.fit(model, together, T.make_loader(data, W.MAX_TOKENS, shuffle=False), optimizer, config)
+    single = model.state_dict()
+    worst = max(float((ddp[k] - single[k]).abs().max()) for k in single)
+    assert worst < 1e-6, f"DDP and single-process weights differ by {worst:.2e}"
+    # the control: one process on rank 0's batches alone ends elsewhere
+    data, model, optimizer, config = W.setup()
+    T.fit(model, [T.pad_batch([data[i] for i in batches[2 * k]]) for k in range(W.STEPS)],
+          T.make_loader(data, W.MAX_TOKENS, shuffle=False), optimizer, config)
+    assert max(float((ddp[k] - v).abs().max()) for k, v in model.state_dict().items()) > 1e-3
 
 
 def test_train_epoch_clips_the_gradient():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotated.plumbing import ChecksumError, DataUnavailableError, sha256_file
+from annotated.plumbing import CheckpointError, ChecksumError, DataUnavailableError, sha256_file
 from annotated.vit import (
     CIFAR10_CLASSES,
     PatchEmbedding,
@@ -287,6 +288,55 @@ def test_train_or_load_round_trip(tmp_path, monkeypatch):
     other = TrainConfig(epochs=1, batch_size=5)
     third = train_or_load("t", c, model_cfg, other, images, labels, profile="smoke")
     assert third["loaded_from"] is None  # a different training config is not silently loaded
+
+
+def _resumable_vit_run(tmp_path, stop_after=None):
+    """Three epochs of a tiny ViT with dropout and augmentation, from scratch in a 'new process'."""
+    torch.manual_seed(0)
+    pixels = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (30, 3, 16, 16), dtype=torch.uint8, generator=pixels)
+    labels = torch.arange(30) % 5
+    cfg = TrainConfig(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
+    vit = tiny_vit(dropout=0.2)
+    history = train_or_load("r", vit, {"dropout": 0.2}, cfg, images, labels, profile="smoke",
+                            stop_after=stop_after)
+    return vit, history
+
+
+def test_interrupted_vit_training_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path / "one_go"))
+    one_go, full = _resumable_vit_run(tmp_path)
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path / "split"))
+    _, first = _resumable_vit_run(tmp_path, stop_after=1)
+    assert not first["finished"] and len(first["loss"]) == 3  # one epoch of 3 steps
+    resumed, second = _resumable_vit_run(tmp_path)
+    assert "resuming r after epoch 1 of 3" in capsys.readouterr().out
+    assert second["finished"] and second["loss"] == full["loss"]
+    assert all(torch.equal(p, q) for p, q in zip(one_go.state_dict().values(), resumed.state_dict().values()))
+    again, third = _resumable_vit_run(tmp_path)  # finished: loaded, not trained
+    assert third["loaded_from"] and all(torch.equal(p, q) for p, q in
+                                        zip(one_go.state_dict().values(), again.state_dict().values()))
+
+
+def test_train_classifier_refuses_a_finished_checkpoint_and_bad_stop_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
+    _resumable_vit_run(tmp_path)
+    images, labels = torch.zeros(30, 3, 16, 16, dtype=torch.uint8), torch.arange(30) % 5
+    cfg = TrainConfig(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
+    config = {"model": {"dropout": 0.2}, "train": asdict(cfg), "n_train": 30}
+    with pytest.raises(CheckpointError, match=r"r.smoke.pt holds a finished run"):
+        train_classifier(tiny_vit(dropout=0.2), images, labels, cfg, checkpoint_path=tmp_path / "r.smoke.pt",
+                         checkpoint_config=config)
+    with pytest.raises(ValueError, match=r"stop_after must be a positive number of epochs or None, got 0"):
+        train_classifier(tiny_vit(), images, labels, cfg, stop_after=0)
+
+
+def test_a_corrupt_vit_checkpoint_is_replaced_with_a_reason(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
+    (tmp_path / "r.smoke.pt").write_bytes(b"cut off mid-write")
+    _, history = _resumable_vit_run(tmp_path)
+    assert history["finished"] and history["loaded_from"] is None
+    assert "retraining r (the checkpoint is replaced): " in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- metrics
