@@ -93,9 +93,13 @@ check-html-smoke: $(STAMP) chromium
 CHAPTER ?=
 NPROC   ?= 1
 CHAPTERS := $(notdir $(basename $(wildcard book/0*.md)))
+DDP_CHAPTERS := 02_translation 03_seq2seq 05_transformer
 check-chapter:
 	@test -n "$(filter $(CHAPTER),$(CHAPTERS))" || { \
 		echo "make full CHAPTER=<chapter>: got '$(CHAPTER)'; chapters are: $(CHAPTERS)" >&2; exit 2; }
+	@test "$(NPROC)" = 1 -o -n "$(filter $(CHAPTER),$(DDP_CHAPTERS))" || { \
+		echo "NPROC=$(NPROC): $(CHAPTER) trains in one process; data-parallel chapters are: $(DDP_CHAPTERS)" >&2; \
+		exit 2; }
 
 full: check-chapter $(STAMP) export
 	ANNOTATED_PROFILE=full $(if $(filter 1,$(NPROC)),$(BIN)/python,$(BIN)/torchrun --standalone --nproc_per_node $(NPROC)) \

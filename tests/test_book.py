@@ -205,6 +205,9 @@ def test_make_full_refuses_an_unknown_chapter_by_name():
     ok = subprocess.run(["make", "-s", "check-chapter", "CHAPTER=05_transformer"], cwd=ROOT,
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+    vit = subprocess.run(["make", "-s", "check-chapter", "CHAPTER=06_vit", "NPROC=2"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert vit.returncode == 2 and "NPROC=2: 06_vit trains in one process" in vit.stderr
 
 
 def test_run_chapter_writes_one_notebook_per_torchrun_process():
