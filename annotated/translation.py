@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from annotated.plumbing import (distributed_env, fetch, init_distributed, load_checkpoint,
+from annotated.plumbing import (CheckpointError, distributed_env, fetch, init_distributed, load_checkpoint,
                                 save_checkpoint)
 
 
@@ -611,6 +611,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             if say:
                 print(f"loaded the finished run from {checkpoint_path} (best epoch {state['history']['best_epoch']})")
             return state["history"]
+        if "rng" not in state:
+            raise CheckpointError(f"{checkpoint_path} is an unfinished run saved without the state needed to "
+                                  f"resume it (by an older version of fit); delete it to train from scratch")
         history, best_state, bad_epochs = state["history"], state["best_model"], state["bad_epochs"]
         done = len(history["epoch"])
         if scheduler is not None and state.get("scheduler") is not None:

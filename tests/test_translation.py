@@ -453,6 +453,11 @@ def test_resuming_with_another_configuration_is_refused(tmp_path):
         T.fit(model, T.make_loader(ds, 60), T.make_loader(ds, 60, shuffle=False), None,
               T.TrainConfig(epochs=4, lr=1e-2, patience=None, resume=True, verbose=False),
               checkpoint_path=tmp_path / "run.pt", model_config={"d": 16})
+    legacy = torch.load(tmp_path / "run.pt", weights_only=False)  # unfinished, without resume state
+    legacy["state"] = {"history": legacy["state"]["history"], "finished": False}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    with pytest.raises(P.CheckpointError, match=r"legacy.pt is an unfinished run saved without the state"):
+        _resumable_run(tmp_path / "legacy.pt")
     (tmp_path / "broken.pt").write_bytes(b"half a checkpoint")
     with pytest.raises(P.CheckpointError, match=r"broken.pt is not a readable checkpoint"):
         _resumable_run(tmp_path / "broken.pt")
