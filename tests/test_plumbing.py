@@ -148,6 +148,22 @@ def test_save_results_writes_provenance(tmp_path, monkeypatch):
         P.save_results("x", {})
 
 
+def test_under_torchrun_only_rank_0_writes_results_and_each_rank_has_its_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert P.distributed_env() == P.DistEnv(rank=1, local_rank=1, world_size=2)
+    path = P.save_results("01_attention", {"bleu": 1.0}, profile="cpu")
+    assert path == tmp_path / "01_attention.cpu.json" and not path.exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert P.get_device() == torch.device("cuda", 1)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert P.save_results("01_attention", {"bleu": 1.0}, profile="cpu").exists()
+    assert P.get_device() == torch.device("cpu")
+
+
 def test_results_dir_finds_repo(monkeypatch, repo_root):
     monkeypatch.delenv("ANNOTATED_RESULTS", raising=False)
     monkeypatch.chdir(repo_root / "book")
