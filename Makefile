@@ -107,6 +107,7 @@ full: check-chapter $(STAMP) export
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py
+	$(BIN)/python benchmarks/vit_throughput.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache .jupyter_cache

@@ -5,7 +5,7 @@ ours (`annotated.attention.MultiHeadAttention`), the same projections around
 PyTorch's fused `F.scaled_dot_product_attention` (`SDPAMultiHeadAttention`), and
 `torch.nn.MultiheadAttention`. Also the attention core alone: our
 `scaled_dot_product_attention` vs `F.scaled_dot_product_attention` on
-(B, h, T, d_k) tensors. Writes results/benchmark_attention.<profile>.json.
+(B, h, T, d_k) tensors. Writes results/01_attention_benchmark.<profile>.json.
 
     python benchmarks/attention.py [--repeats 20]
 """
@@ -67,7 +67,7 @@ def main() -> None:
         "ratio_core_ours_vs_torch_sdpa": round(ms["core_ours"] / ms["core_torch_sdpa"], 3),
     }
     settings = vars(args) | {"threads": torch.get_num_threads(), "dtype": "float32", "timing": "median"}
-    path = save_results("benchmark_attention", metrics, settings, wall["seconds"])
+    path = save_results("01_attention_benchmark", metrics, settings, wall["seconds"])
     for k, v in metrics["ms_fwd_bwd"].items():
         print(f"{k:32s} {v:9.2f} ms")
     for k, v in metrics.items():

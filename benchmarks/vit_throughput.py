@@ -4,7 +4,7 @@ Times `annotated.vit.train_classifier` (augmentation, forward, backward, AdamW s
 the chapter's real loop) on random uint8 CIFAR-sized images, after a warm-up, on the
 default device (a GPU when there is one). The recipe is the active profile's
 (`ANNOTATED_PROFILE`, default cpu), so the number predicts that profile's training
-time. Writes results/benchmark_vit.<profile>.json.
+time. Writes results/06_vit_benchmark.<profile>.json.
 
     python benchmarks/vit_throughput.py [--steps 30]
 """
@@ -41,7 +41,7 @@ def main() -> None:
         cnn_ips = throughput(SmallResNet(**cnn_rec["model"]).to(memory_format=torch.channels_last),
                              cnn_rec["train"], args.steps, device)
     print(f"profile {profile} on {device}: ViT {vit_ips:.0f} images/s, CNN {cnn_ips:.0f} images/s")
-    path = save_results("benchmark_vit", {"vit_train_images_per_second": vit_ips,
+    path = save_results("06_vit_benchmark", {"vit_train_images_per_second": vit_ips,
                                           "cnn_train_images_per_second": cnn_ips},
                         {"vit": vit_rec["model"], "cnn": cnn_rec["model"], "train": vit_rec["train"],
                          "steps": args.steps, "threads": torch.get_num_threads()}, t["seconds"])

@@ -127,3 +127,16 @@ def test_anchors_have_sources_and_topics():
             if text.exists():
                 assert f"{anchor.value:.4f}".rstrip("0").rstrip(".") in text.read_text() \
                     or f"{anchor.value / 100:.4f}" in text.read_text(), anchor
+
+
+def test_every_results_name_the_code_writes_belongs_to_a_chapter():
+    """A benchmark or chapter writing results/<name>.json with a name the page cannot place would be
+    listed as 'unknown chapter': every literal save_results name must be a chapter or <chapter>_<part>."""
+    import re
+
+    chapters = rp.known_chapters(ROOT)
+    sources = [*ROOT.glob("benchmarks/*.py"), *ROOT.glob("book/*.md")]
+    pattern = re.compile(r'save_results\(\s*"([^"]+)"')
+    names = {m.group(1) for path in sources for m in pattern.finditer(path.read_text())}
+    assert {"01_attention_benchmark", "06_vit_benchmark", "05_transformer_recipe"} <= names
+    assert {n: rp.owner_chapter(n, chapters) for n in names if rp.owner_chapter(n, chapters) is None} == {}
