@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -164,7 +165,32 @@ def device_name(device: torch.device | None = None) -> str:
     return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
 
 
-# %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 10 (Seeds and devices)
+def _in_notebook() -> bool:
+    """True inside a live Jupyter/Colab kernel that can draw tqdm's notebook widget."""
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ in ("ZMQInteractiveShell", "Shell")
+
+
+def progress_bar(iterable: Any = None, desc: str = "", total: int | None = None,
+                 enabled: bool | None = None, initial: int = 0):
+    """A tqdm bar shown in a terminal or live notebook; silent in tests, the book build and logs."""
+    if enabled is None:
+        quiet = os.environ.get("TQDM_DISABLE") or os.environ.get("ANNOTATED_BOOK_BUILD")
+        enabled = not quiet and (sys.stderr.isatty() or _in_notebook())
+    if enabled and _in_notebook():
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not enabled, leave=False)
+
+
+# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
 def data_dir() -> Path:
     """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
     env = os.environ.get("ANNOTATED_DATA")
@@ -180,7 +206,7 @@ def checkpoint_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "checkpoints"
 
 
-# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
 class ChecksumError(RuntimeError):
     """A data file's SHA-256 digest is not the published one."""
 
@@ -207,7 +233,7 @@ def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None)
         )
 
 
-# %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 14 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
     """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
@@ -243,7 +269,7 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
     return target
 
 
-# %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 16 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
     """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
     here = (start or Path.cwd()).resolve()
@@ -274,7 +300,7 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# %% book/appendix_plumbing.md, code cell 16 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 17 (Results with their provenance)
 def _jsonable(value: Any) -> Any:
     """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
     if isinstance(value, dict):
@@ -330,7 +356,7 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, code cell 18 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, code cell 19 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved from a different configuration."""
 

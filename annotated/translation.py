@@ -11,7 +11,6 @@ import gzip
 import json
 import math
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from annotated.plumbing import (CheckpointError, distributed_env, fetch, init_distributed, load_checkpoint,
-                                save_checkpoint)
+                                progress_bar, save_checkpoint)
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -430,15 +429,6 @@ def model_device(model: nn.Module) -> torch.device:
     return next(iter(model.parameters()), torch.empty(0)).device
 
 
-def progress_bar(iterable: Iterable, desc: str, total: int | None = None, enabled: bool | None = None):
-    """A tqdm bar: shown in a terminal, silent when TQDM_DISABLE is set or output is not interactive."""
-    from tqdm import tqdm
-
-    if enabled is None:
-        enabled = not os.environ.get("TQDM_DISABLE") and sys.stderr.isatty()
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
-
-
 # %% book/02_translation.md, code cell 32 (One epoch of training, one of evaluation)
 def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
                 clip: float | None = 1.0, label_smoothing: float = 0.0, forward: Forward | None = None,
@@ -541,7 +531,7 @@ class TrainConfig:
     resume: bool = False  # continue (or load, when finished) the run saved at checkpoint_path
     stop_after: int | None = None  # end this call after this many epochs; resume=True continues
     verbose: bool = True  # print one line per epoch
-    progress: bool | None = None  # tqdm bar: None = only in a terminal, never with TQDM_DISABLE
+    progress: bool | None = None  # tqdm bar: None = in a terminal or live notebook, not in tests/book
 
     def run_settings(self) -> dict:
         """The fields that change the result (what a checkpoint must match)."""

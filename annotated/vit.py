@@ -18,11 +18,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from annotated.plumbing import (ChecksumError, CheckpointError, DataUnavailableError, by_profile,
                                 checkpoint_dir, data_dir, fetch, get_profile, load_checkpoint,
-                                save_checkpoint, sha256_file)
+                                progress_bar, save_checkpoint, sha256_file)
 from annotated.transformer import EncoderLayer
 
 
@@ -390,7 +389,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         losses, step, epoch, seconds = state["loss"], state["step"], state["epoch"], state["train_seconds"]
     stop_epoch = None if stop_after is None else epoch + stop_after
     start = time.perf_counter()
-    with tqdm(total=total, initial=step, desc=desc, leave=False) as bar:
+    with progress_bar(desc=desc, total=total, initial=step) as bar:
         while step < total and epoch != stop_epoch:
             for idx in _batches(len(images), config.batch_size, g):
                 if step == total:

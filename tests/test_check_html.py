@@ -87,6 +87,9 @@ def site(tmp_path_factory) -> Path:
         "chart_as_text.html": page("chart as text", chart2="<pre>alt.Chart(...)</pre>"),
         "broken_anchor.html": page("broken anchor", link="target.html#no-such-section"),
         "broken_link.html": page("broken link", link="no_such_page.html"),
+        "output_wall.html": page("progress bars left on", extra='<div class="cell_output">' + "".join(
+            f'<div class="output stderr"><pre>train: {i}/500 steps\n</pre></div>' for i in range(500))
+            + "</div>"),
     }
     for name, html in pages.items():
         (root / name).write_text(html)
@@ -119,6 +122,7 @@ def test_good_page_passes_with_math_charts_and_image(reports):
     ("chart_as_text.html", "altair chart shown as text"),
     ("broken_anchor.html", "no anchor #no-such-section"),
     ("broken_link.html", "no file no_such_page.html"),
+    ("output_wall.html", "cell output of 500 lines (progress bars or logs left on?): 'train: 0/500 steps'"),
 ])
 def test_each_defect_fails_its_page(reports, name: str, expected: str):
     problems = reports[name].problems

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import math
+import sys
 from collections import Counter
 
 import pytest
@@ -563,6 +564,18 @@ def test_progress_bar_is_quiet_with_tqdm_disable(monkeypatch, capsys):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert list(T.progress_bar(range(3), "x", enabled=None)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_is_quiet_in_the_book_build_even_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("ANNOTATED_BOOK_BUILD", "1")
+    assert list(T.progress_bar(range(3), "x")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("ANNOTATED_BOOK_BUILD")
+    with P.progress_bar(desc="shown", total=2) as bar:  # a manual bar, as the ViT loop uses it
+        bar.update(2)
+    assert "shown" in capsys.readouterr().err
 
 
 def test_plot_history_has_labelled_axes():

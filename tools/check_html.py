@@ -46,6 +46,7 @@ CHROMIUM_FLAGS = [
 ]
 SKIP_PAGES = {"genindex.html", "py-modindex.html"}  # generated indices: links checked, not screenshotted
 PAGE_TIMEOUT_MS = 60_000
+SCREENSHOT_TIMEOUT_MS = 60_000
 
 
 def find_chromium() -> str | None:
@@ -141,8 +142,10 @@ def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 
 # Runs in the page once it has loaded: wait for MathJax and the charts, then report.
+MAX_OUTPUT_LINES = 400  # a longer cell output is a wall no reader reads (e.g. redrawn progress bars)
 PAGE_PROBE = """
 async () => {
+  const MAX_OUTPUT_LINES = __MAX_OUTPUT_LINES__;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   document.querySelectorAll('img[loading="lazy"]').forEach((img) => { img.loading = 'eager'; });
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
@@ -191,10 +194,15 @@ async () => {
     .filter((el) => el.getBoundingClientRect().right > main.getBoundingClientRect().right + 4
                     && !['auto', 'scroll'].includes(getComputedStyle(el).overflowX))
     .map((el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''));
-  return {unrendered, raw, chartProblems, textCharts, badImages, small, overflow,
+  const walls = Array.from(document.querySelectorAll('.cell_output'))  // one cell's text outputs together
+    .map((el) => Array.from(el.querySelectorAll('pre')).map((pre) => pre.textContent))
+    .map((texts) => [texts.reduce((n, t) => n + t.split('\\n').filter((l) => l.trim()).length, 0),
+                     (texts[0] || '').trim().slice(0, 60)])
+    .filter(([lines]) => lines > MAX_OUTPUT_LINES);
+  return {unrendered, raw, chartProblems, textCharts, badImages, small, overflow, walls,
           charts: charts().length, math: mathNodes.length, images: document.images.length};
 }
-"""
+""".replace("__MAX_OUTPUT_LINES__", str(MAX_OUTPUT_LINES))
 
 
 @dataclass
@@ -230,13 +238,19 @@ def check_page(context, url: str, page_name: str, shots: Path | None) -> PageRep
     report.problems += [f"altair chart did not render: {c}" for c in found["chartProblems"]]
     report.problems += [f"altair chart shown as text: {t!r}" for t in found["textCharts"]]
     report.problems += [f"broken image: {src}" for src in found["badImages"]]
+    report.problems += [f"cell output of {n} lines (progress bars or logs left on?): {t!r}"
+                        for n, t in found["walls"]]
     report.notes += [f"image shown under 120 px wide: {src}" for src in found["small"]]
     report.notes += [f"wider than the text column (no scrolling): {el}" for el in found["overflow"]]
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "__", page_name.removesuffix(".html")) + ".png"
-        page.screenshot(path=str(shots / name), full_page=True)
-        report.screenshot = str(shots / name)
+        try:
+            page.screenshot(path=str(shots / name), full_page=True, timeout=SCREENSHOT_TIMEOUT_MS)
+            report.screenshot = str(shots / name)
+        except Exception as err:  # noqa: BLE001 - e.g. a page far too long to draw: a problem, named
+            report.problems.append(f"screenshot failed (is the page far too long?): "
+                                   f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
     page.close()
     return report
 
@@ -268,8 +282,9 @@ def pages_of(site: Path, only: list[str] | None = None) -> list[Path]:
 
 
 def check_site(site: Path, shots: Path | None = None, use_file: bool = False,
-               only: list[str] | None = None, repo: Path | None = None) -> list[PageReport]:
-    """Check every page of the site; return one report per page."""
+               only: list[str] | None = None, repo: Path | None = None,
+               on_report=None) -> list[PageReport]:
+    """Check every page of the site; return one report per page (each also given to `on_report`)."""
     from playwright.sync_api import sync_playwright
 
     site = site.resolve()
@@ -301,8 +316,12 @@ def check_site(site: Path, shots: Path | None = None, use_file: bool = False,
                 if repo is not None:
                     report.problems += colab_problems(site, path, repo)
                 reports.append(report)
+                if on_report is not None:
+                    on_report(report)
             if (site / "search.html").exists() and not only:
                 reports.append(check_search(context, base))
+                if on_report is not None:
+                    on_report(reports[-1])
             browser.close()
     finally:
         if server is not None:
@@ -327,16 +346,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shots = args.out or args.site.resolve().parent / "screenshots"
     start = time.perf_counter()
-    reports = check_site(args.site, shots, args.file, args.pages, args.repo)
-    failed = [r for r in reports if r.problems]
-    for r in reports:
+
+    def show(r: PageReport) -> None:  # as each page is checked, so a long run reports as it goes
         status = "FAIL" if r.problems else "ok  "
         stats = " ".join(f"{k}={v}" for k, v in r.stats.items())
-        print(f"{status} {r.page}  {stats}")
+        print(f"{status} {r.page}  {stats}", flush=True)
         for problem in r.problems:
             print(f"       {problem}")
         for note in r.notes:
             print(f"       note: {note}")
+
+    reports = check_site(args.site, shots, args.file, args.pages, args.repo, on_report=show)
+    failed = [r for r in reports if r.problems]
     shots.mkdir(parents=True, exist_ok=True)
     (shots / "report.json").write_text(json.dumps([r.__dict__ for r in reports], indent=1))
     seconds = time.perf_counter() - start
