@@ -599,7 +599,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         state = load_checkpoint(checkpoint_path, model, ckpt_config, optimizer, map_location=model_device(model))
         if state.get("finished"):
             if say:
-                print(f"loaded the finished run from {checkpoint_path} (best epoch {state['history']['best_epoch']})")
+                print(f"loaded the finished run from {Path(checkpoint_path).name} (best epoch {state['history']['best_epoch']})")
             return state["history"]
         if "rng" not in state:
             raise CheckpointError(f"{checkpoint_path} is an unfinished run saved without the state needed to "
@@ -612,7 +612,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             sampler.set_epoch(state["sampler_epoch"])
         _set_rng_states(state["rng"])
         if say:
-            print(f"resuming {checkpoint_path} after epoch {done} (best epoch {history['best_epoch']})")
+            print(f"resuming {Path(checkpoint_path).name} after epoch {done} (best epoch {history['best_epoch']})")
     trained = DistributedDataParallel(model) if env.world_size > 1 else model  # averages gradients
     stop_at = config.epochs if config.stop_after is None else min(config.epochs, done + config.stop_after)
     stop_at = done if history["stopped_early"] else stop_at  # it ended before its last save
@@ -664,7 +664,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch; the best epoch is marked."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train", "-o"), ("val", "-s")):
@@ -677,10 +677,10 @@ def plot_history(history: dict, title: str | None = None):
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    ax_ppl.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax_ppl.yaxis.set_major_formatter(plain)
-    ax_ppl.yaxis.set_minor_formatter(plain)
+    ax_ppl.set_yscale("log")  # labelled at 1, 2, 5, 10, 20, 50, ...: readable at any range
+    ax_ppl.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax_ppl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_ppl.yaxis.set_minor_formatter(NullFormatter())
     if title:
         fig.suptitle(title)
     fig.tight_layout()

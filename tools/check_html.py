@@ -167,7 +167,7 @@ async () => {
   while (walker.nextNode()) {
     const node = walker.currentNode, parent = node.parentElement;
     if (!parent || parent.closest('pre, code, script, style, mjx-container, .highlight, textarea')) continue;
-    const m = node.textContent.match(/\\$\\$|\\\\\\(|\\\\\\[|\\\\begin\\{/);
+    const m = node.textContent.match(/\\$\\$|\\\\\\(|\\\\\\[|\\\\begin\\{|\\\\[a-zA-Z]{2,}/);
     if (m) raw.push(node.textContent.trim().slice(0, 60));
   }
   const chartProblems = charts()
