@@ -73,10 +73,9 @@ def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(boo
     assert ":::{warning}" in page
     full, cpu = page.index("Profile `full`"), page.index("Profile `cpu`")
     assert full < cpu, "headline (full) numbers first"
-    assert "| **lstm_attn** | 31.25 |" in page[full:cpu]  # model-by-metric table
-    assert "| **lstm_attn** | 18.43 | 21.09 |" in page[cpu:]
-    assert "| `test_bleu` | `test_ppl` |" in page[cpu:]
-    assert "| `curve` | 3.25 (last of 3) |" in page[full:cpu]
+    assert "*lstm_attn*:\n\n| metric | value |\n|---|---|\n| `test_bleu` | 31.25 |" in page[full:cpu]
+    assert "| `test_bleu` | 18.43 |\n| `test_ppl` | 21.09 |" in page[cpu:]
+    assert "| `curve` | 3.25 … 5 (3 values) |" in page[full:cpu]
     assert "| `epochs_run` | 7 |" in page[cpu:]
     side = page.index("`03_seq2seq_recipe`, Profile `cpu`")
     assert side > cpu and "| `best_lr` | 0.002 |" in page[side:]
@@ -114,7 +113,43 @@ def test_formatting():
     assert rp.fmt(123456.7) == "123,457"
     assert rp.fmt(1200) == "1,200"
     assert rp.fmt("a|b") == "a\\|b"
-    assert rp.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+    assert rp.fmt(None) == "–"
+    assert rp.fmt([[1, 2, 3], [4, 5, 6]]) == "2 × 3 matrix"
+    assert rp.fmt([0.5, 0.25, 0.75]) == "0.25 … 0.75 (3 values)"
+    assert rp.fmt([float(i) for i in range(30)]) == "29 (last of 30)"
+
+
+def test_metrics_tables_are_as_wide_as_the_models_not_the_metrics():
+    """A chapter with nested metrics (chapter 5's shape) gives narrow tables, one per kind of metric."""
+    metrics = {"models": {"encoder-only": {"params": 2, "bleu": 17.5, "ppl": 52.6},
+                          "Transformer": {"params": 3, "bleu": 35.0, "ppl": 5.6}},
+               "speed": {"ours_step_s": 0.27, "ratio": 0.89},
+               "by_size": [{"model": "ViT", "n": 1000, "acc": 0.32},
+                           {"model": "CNN", "n": 1000, "acc": 0.39}],
+               "runs": [{"name": f"run {i}", **{f"k{j}": j for j in range(10)}} for i in range(3)],
+               "signature": "nrefs:1|tok:13a"}
+    blocks = rp.metrics_markdown(metrics)
+    page = "\n\n".join(blocks)
+    widths = [b.split("\n", 1)[0].count("|") - 1 for b in blocks if b.startswith("|")]
+    assert max(widths) <= 4, widths  # 3 models, 3 runs, 3 record columns: never 1 column per metric
+    assert "*models*:\n\n|  | **encoder-only** | **Transformer** |" in page
+    assert "| `bleu` | 17.5 | 35 |" in page
+    assert "*speed*:\n\n| metric | value |\n|---|---|\n| `ours_step_s` | 0.27 |" in page
+    assert "| `model` | `n` | `acc` |\n|---|---|---|\n| ViT | 1,000 | 0.32 |" in page
+    assert "|  | run 0 | run 1 | run 2 |" in page and "| `k9` | 9 | 9 | 9 |" in page  # wide: transposed
+    assert page.index("encoder-only") < page.index("ours_step_s") < page.index("| ViT |")  # chapter's order
+    assert page.endswith("| `signature` | nrefs:1\\|tok:13a |")
+
+
+def test_smoke_numbers_are_shown_only_where_nothing_larger_ran(book: Path):
+    results = book / "results"
+    (results / "03_seq2seq.smoke.json").write_text(json.dumps(record("03_seq2seq", "smoke", x=1.0)))
+    (results / "03_seq2seq_recipe.smoke.json").write_text(json.dumps(
+        record("03_seq2seq_recipe", "smoke", y=2.0)))
+    (results / "03_seq2seq_recipe.cpu.json").unlink()
+    page = rp.chapter_markdown(rp.load_results(results, rp.known_chapters(book)), "03_seq2seq")
+    assert "Profile `smoke`" in page and "`03_seq2seq_recipe`, Profile `smoke`" in page
+    assert page.count("Profile `smoke`") == 1  # chapter 3 itself ran in cpu and full
 
 
 def test_anchors_have_sources_and_topics():

@@ -172,20 +172,14 @@ def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
     return out
 
 
-def flatten(metrics: dict, prefix: str = "") -> dict[str, object]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists of numbers become their last value and length."""
-    flat: dict[str, object] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def fmt(value: object) -> str:
-    """A table cell: 4 significant digits for floats, the last of a series, text escaped."""
+    """A table cell: 4 significant digits for floats, series and matrices summarised, text escaped."""
+    if value is None:
+        return "–"
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
@@ -195,9 +189,12 @@ def fmt(value: object) -> str:
             return str(value)
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, list):
-        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if numbers and len(numbers) == len(value):
-            return f"{fmt(value[-1])} (last of {len(value)})"
+        if value and all(isinstance(v, list) for v in value):
+            return f"{len(value)} × {len(value[0])} matrix"
+        if value and all(_is_number(v) for v in value):
+            if len(value) > 20:  # a curve: where it ended
+                return f"{fmt(value[-1])} (last of {len(value)})"
+            return f"{fmt(min(value))} … {fmt(max(value))} ({len(value)} values)"
         return f"{len(value)} items"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -228,29 +225,100 @@ def provenance_markdown(loaded: Loaded) -> str:
     rows = []
     for r in sorted(loaded.records, key=_order):
         wall = r.get("wall_time_s")
-        rows.append([r["chapter"], f"`{r['profile']}`", f"`{r['commit']}`", fmt(r["device"]),
-                     str(r["date"]).replace("T", " ")[:16], "–" if wall is None else f"{float(wall):,.1f}",
-                     fmt(r.get("torch", "?"))])
-    return _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)", "torch"], rows)
+        device = fmt(r["device"]) + (f", torch {r['torch']}" if r.get("torch") else "")
+        rows.append([r["chapter"], f"`{r['profile']}`", f"`{r['commit']}`", device,
+                     str(r["date"]).replace("T", " ")[:16], "–" if wall is None else f"{float(wall):,.1f}"])
+    return _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)"], rows)
 
 
-def _grouped(flat: dict[str, object]) -> tuple[dict[str, dict[str, object]], dict[str, object]]:
-    """Split 'model.metric' names into {model: {metric: value}}; plain names stay apart."""
-    groups: dict[str, dict[str, object]] = {}
-    singles: dict[str, object] = {}
-    for name, value in flat.items():
-        if "." in name:
-            group, metric = name.split(".", 1)
-            groups.setdefault(group, {})[metric] = value
+MAX_RECORD_ROWS = 20  # a longer list of records is summarised, not printed
+
+
+def _is_flat(value: object) -> bool:
+    """A dict of plain values (numbers, strings, series): one entity's metrics, e.g. one model's."""
+    return isinstance(value, dict) and bool(value) and not any(isinstance(v, dict) for v in value.values())
+
+
+def _is_records(value: object) -> bool:
+    """A list of flat dicts: rows of a table (e.g. accuracy per training-set size)."""
+    return isinstance(value, list) and bool(value) and all(_is_flat(v) for v in value)
+
+
+def _entity_groups(entities: dict[str, dict]) -> list[dict[str, dict]]:
+    """Entities that share most of their metric names go in one table (one column each)."""
+    groups: list[dict[str, dict]] = []
+    for name, metrics in entities.items():
+        for group in groups:
+            keys = set(next(iter(group.values())))
+            if len(keys & set(metrics)) >= 0.5 * len(keys | set(metrics)):
+                group[name] = metrics
+                break
         else:
-            singles[name] = value
-    return groups, singles
+            groups.append({name: metrics})
+    return groups
+
+
+def _records_table(records: list[dict]) -> str:
+    columns: list[str] = []
+    for rec in records:
+        columns += [c for c in rec if c not in columns]
+    shown = records[:MAX_RECORD_ROWS]
+    more = len(records) - len(shown)
+    if len(columns) > 8 and len(shown) <= 8:  # wide and short: one column per record instead
+        label = "name" if "name" in columns else None
+        heads = [fmt(r[label]) if label else f"#{i + 1}" for i, r in enumerate(shown)]
+        rows = [[f"`{c}`"] + [fmt(r[c]) if c in r else "–" for r in shown] for c in columns if c != label]
+        table = _table([""] + heads, rows)
+    else:
+        table = _table([f"`{c}`" for c in columns], [[fmt(r[c]) if c in r else "–" for c in columns]
+                                                     for r in shown])
+    return table + (f"\n\n(and {more} more rows in the results file)" if more > 0 else "")
+
+
+def metrics_markdown(metrics: dict, caption: str = "") -> list[str]:
+    """Blocks of Markdown for a metrics dict: entities side by side, records as rows, nesting as captions.
+
+    One model's (or one setting's) metrics form a column; models that share their metric names
+    share a table, with one row per metric, so a table is as wide as the number of models, not
+    the number of metrics. A nested dict gets its name as a caption and is laid out the same way;
+    a list of records becomes a table of its own; plain values end in a metric/value table.
+    """
+    blocks: list[str] = []
+    entities = {k: v for k, v in metrics.items() if _is_flat(v)}
+    groups = _entity_groups(entities)
+    singles = {k: v for k, v in metrics.items() if not isinstance(v, dict) and not _is_records(v)}
+    prefix = f"{caption} / " if caption else ""
+    for key, value in metrics.items():  # in the order the chapter wrote them
+        if key in entities:
+            group = next(g for g in groups if key in g)
+            if key != next(iter(group)):
+                continue  # the group was shown at its first member
+            names: list[str] = []
+            for entity in group.values():
+                names += [m for m in entity if m not in names]
+            if len(group) == 1:
+                blocks += [f"*{prefix}{key}*:", _table(["metric", "value"],
+                                                       [[f"`{n}`", fmt(value[n])] for n in names])]
+            else:
+                rows = [[f"`{n}`"] + [fmt(e[n]) if n in e else "–" for e in group.values()] for n in names]
+                blocks += ([f"*{caption}*:"] if caption else []) + [
+                    _table([""] + [f"**{g}**" for g in group], rows)]
+        elif isinstance(value, dict):
+            blocks += metrics_markdown(value, prefix + key)
+        elif _is_records(value):
+            blocks += [f"*{prefix}{key}*:", _records_table(value)]
+    if singles:
+        blocks += ([f"*{caption}*:"] if caption else []) + [
+            _table(["metric", "value"], [[f"`{n}`", fmt(v)] for n, v in singles.items()])]
+    return blocks
 
 
 def chapter_markdown(loaded: Loaded, chapter: str) -> str:
-    """The metrics of one chapter, one block per profile: a model-by-metric table, then the rest."""
+    """The metrics of one chapter, one block per profile (smoke only when nothing larger ran)."""
     records = sorted((r for r in loaded.records if r.get("_parent", r["chapter"]) == chapter),
                      key=lambda r: (r["chapter"] != chapter, r["chapter"], PROFILES.index(r["profile"])))
+    larger = {r["chapter"] for r in records if r["profile"] != "smoke"}
+    records = [r for r in records if r["profile"] != "smoke" or r["chapter"] not in larger]
     if not records:
         return f"No results recorded for `{chapter}` yet."
     blocks = []
@@ -259,16 +327,7 @@ def chapter_markdown(loaded: Loaded, chapter: str) -> str:
         part = "" if r["chapter"] == chapter else f"`{r['chapter']}`, "
         blocks.append(f"{part}Profile `{r['profile']}` (commit `{r['commit']}`, {fmt(r['device'])}"
                       + ("" if wall is None else f", {float(wall):,.0f} s") + "):")
-        groups, singles = _grouped(flatten(r["metrics"]))
-        if groups:
-            columns: list[str] = []
-            for metrics in groups.values():
-                columns += [m for m in metrics if m not in columns]
-            rows = [[f"**{g}**"] + [fmt(metrics[c]) if c in metrics else "–" for c in columns]
-                    for g, metrics in groups.items()]
-            blocks.append(_table([""] + [f"`{c}`" for c in columns], rows))
-        if singles:
-            blocks.append(_table(["metric", "value"], [[f"`{n}`", fmt(v)] for n, v in singles.items()]))
+        blocks += metrics_markdown(r["metrics"])
     return "\n\n".join(blocks)
 
 
