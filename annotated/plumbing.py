@@ -146,6 +146,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def rng_states() -> dict:
+    """The states of PyTorch's global generators (CPU and every GPU): what a resumed run restores."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` returned (tensors may come back on any device from a checkpoint)."""
+    torch.set_rng_state(states["torch"].cpu())
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """CUDA when available (this process's own GPU under torchrun; or `prefer`), else the CPU."""
     if prefer is not None:

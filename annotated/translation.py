@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from annotated.plumbing import (CheckpointError, distributed_env, fetch, init_distributed, load_checkpoint,
-                                progress_bar, save_checkpoint)
+                                progress_bar, rng_states, save_checkpoint, set_rng_states)
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -566,18 +566,6 @@ def _batch_sampler(loader: Iterable):
     return sampler if callable(getattr(sampler, "set_epoch", None)) and hasattr(sampler, "epoch") else None
 
 
-def _rng_states() -> dict:
-    """Everything random in training (dropout, teacher forcing) draws from these generators."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-
-
 # %% book/02_translation.md, code cell 37 (Fitting: epochs, early stopping, checkpoints)
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer | None = None, config: TrainConfig | None = None,
@@ -610,7 +598,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             scheduler.load_state_dict(state["scheduler"])
         if sampler is not None and state.get("sampler_epoch") is not None:
             sampler.set_epoch(state["sampler_epoch"])
-        _set_rng_states(state["rng"])
+        set_rng_states(state["rng"])  # dropout and teacher forcing continue their streams
         if say:
             print(f"resuming {Path(checkpoint_path).name} after epoch {done} (best epoch {history['best_epoch']})")
     trained = DistributedDataParallel(model) if env.world_size > 1 else model  # averages gradients
@@ -641,7 +629,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False,
                             best_model=best_state, bad_epochs=bad_epochs,
                             scheduler=None if scheduler is None else scheduler.state_dict(),
-                            sampler_epoch=None if sampler is None else sampler.epoch, rng=_rng_states())
+                            sampler_epoch=None if sampler is None else sampler.epoch, rng=rng_states())
         if history["stopped_early"]:
             break
     finished = history["stopped_early"] or len(history["epoch"]) >= config.epochs

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from annotated.plumbing import (ChecksumError, CheckpointError, DataUnavailableError, by_profile,
                                 checkpoint_dir, data_dir, fetch, get_profile, load_checkpoint,
-                                progress_bar, save_checkpoint, sha256_file)
+                                progress_bar, rng_states, save_checkpoint, set_rng_states, sha256_file)
 from annotated.transformer import EncoderLayer
 
 
@@ -385,7 +385,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_states(state["rng"])
         losses, step, epoch, seconds = state["loss"], state["step"], state["epoch"], state["train_seconds"]
     stop_epoch = None if stop_after is None else epoch + stop_after
     start = time.perf_counter()
@@ -412,7 +412,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                 save_checkpoint(checkpoint_path, model, ckpt_config, opt, finished=False, loss=losses, step=step,
                                 epoch=epoch, steps=total, scheduler=sched.state_dict(),
                                 scaler=scaler.state_dict(), generator=g.get_state(),
-                                torch_rng=torch.get_rng_state(),
+                                rng=rng_states(),
                                 train_seconds=seconds + time.perf_counter() - start)
     seconds += time.perf_counter() - start
     return {"loss": losses, "steps": total, "train_seconds": seconds, "finished": step == total,
