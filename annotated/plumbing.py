@@ -302,13 +302,15 @@ def results_dir() -> Path:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The current commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    """The current commit ('+dirty' for uncommitted changes outside results/), or 'unknown'."""
     cwd = root or repo_root() or Path.cwd()
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True,  # noqa: E731
                                         text=True, check=True, timeout=10).stdout.strip()
         commit = run("rev-parse", "--short=12", "HEAD")
-        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+        # results/ is excluded: a build rewrites it chapter by chapter, and that changes no code
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

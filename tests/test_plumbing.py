@@ -164,6 +164,26 @@ def test_under_torchrun_only_rank_0_writes_results_and_each_rank_has_its_gpu(tmp
     assert P.get_device() == torch.device("cpu")
 
 
+def test_git_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "01.cpu.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = P.git_commit(tmp_path)
+    assert len(clean) == 12 and "+" not in clean
+    (tmp_path / "results" / "01.cpu.json").write_text('{"a": 1}')  # an earlier chapter of the build wrote it
+    assert P.git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert P.git_commit(tmp_path) == clean + "+dirty"
+
+
 def test_results_dir_finds_repo(monkeypatch, repo_root):
     monkeypatch.delenv("ANNOTATED_RESULTS", raising=False)
     monkeypatch.chdir(repo_root / "book")
