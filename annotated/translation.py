@@ -622,8 +622,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         else:
             bad_epochs += 1
         if say:
-            print(f"epoch {epoch:3d} | train ppl {tr['ppl']:8.2f} | val ppl {va['ppl']:8.2f} | "
-                  f"{tr['seconds']:6.1f} s, {tr['tokens_per_s']:7.0f} tok/s{'  *' if improved else ''}")
+            print(f"epoch {epoch:2d} | train ppl {tr['ppl']:7.2f} | val ppl {va['ppl']:7.2f} | "  # fits a page
+                  f"{tr['seconds']:5.0f} s, {tr['tokens_per_s']:6.0f} tok/s{' *' if improved else ''}")
         history["stopped_early"] = config.patience is not None and bad_epochs >= config.patience
         if checkpoint_path is not None and env.is_main:  # resumable after every epoch
             save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False,

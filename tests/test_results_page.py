@@ -80,6 +80,7 @@ def test_rendered_page_shows_the_measured_numbers_and_names_the_broken_files(boo
     side = page.index("`03_seq2seq_recipe`, Profile `cpu`")
     assert side > cpu and "| `best_lr` | 0.002 |" in page[side:]
     assert "`abc123def456`" in page and "12.5" in page
+    assert "All measured with torch 2.14.1." in page  # one version: said once, not in every row
     # the anchors sit beside their chapter, with their sources
     assert "77.5293" in page and "seeds/000_275750e159278998.txt" in page
     assert "91.01" in page and "omihub777/ViT-CIFAR" in page

@@ -223,12 +223,14 @@ def provenance_markdown(loaded: Loaded) -> str:
         return ("No results have been recorded yet "
                 "(run a chapter: it writes `results/<chapter>.<profile>.json`).")
     rows = []
+    torches = sorted({str(r.get("torch", "?")) for r in loaded.records})
     for r in sorted(loaded.records, key=_order):
         wall = r.get("wall_time_s")
-        device = fmt(r["device"]) + (f", torch {r['torch']}" if r.get("torch") else "")
+        device = fmt(r["device"]) + (f", torch {r.get('torch', '?')}" if len(torches) > 1 else "")
         rows.append([r["chapter"], f"`{r['profile']}`", f"`{r['commit']}`", device,
                      str(r["date"]).replace("T", " ")[:16], "–" if wall is None else f"{float(wall):,.1f}"])
-    return _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)"], rows)
+    table = _table(["chapter", "profile", "commit", "device", "date (UTC)", "wall time (s)"], rows)
+    return table + (f"\n\nAll measured with torch {torches[0]}." if len(torches) == 1 else "")
 
 
 MAX_RECORD_ROWS = 20  # a longer list of records is summarised, not printed
