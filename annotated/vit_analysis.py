@@ -67,7 +67,7 @@ def mean_attention_distance(attention: torch.Tensor, grid_size: int, patch_size:
     return (a * D).sum(-1).mean((0, 2))  # (heads,)
 
 
-# %% book/07_vit_inside.md, code cell 14 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 15 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding with all others: (g, g, g, g)."""
     pos = pos_embed.reshape(-1, pos_embed.shape[-1])
@@ -77,7 +77,7 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 16 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 17 (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64 and check both describe the same n examples."""
     if X.dim() < 2 or Y.dim() < 2:
@@ -101,7 +101,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 17 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 18 (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
     m = K.shape[0]
@@ -122,7 +122,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 18 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 19 (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""
     X, Y = _features(X, Y)
