@@ -608,7 +608,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         tr = train_epoch(trained, train_loader, optimizer, clip=config.clip, forward=forward,
                          label_smoothing=config.label_smoothing, max_steps=config.max_steps,
                          scheduler=scheduler if config.scheduler_interval == "step" else None,
-                         progress=config.progress and env.is_main)
+                         progress=config.progress if env.is_main else False)  # bars on rank 0 only
         va = evaluate(model, val_loader, forward=forward, max_steps=config.max_eval_steps)
         _step_scheduler(scheduler, config, va["loss"])
         for key, value in (("epoch", epoch), ("train_loss", tr["loss"]), ("train_ppl", tr["ppl"]),

@@ -293,6 +293,12 @@ def check_site(site: Path, shots: Path | None = None, use_file: bool = False,
         raise RuntimeError("Chromium not found: install Debian's chromium (make check-html does) "
                            "or set $CHROMIUM")
     reports: list[PageReport] = []
+
+    def add(report: PageReport) -> None:
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
+
     server, base = (None, site.as_uri() + "/") if use_file else serve(site)
     try:
         with sync_playwright() as pw:
@@ -315,13 +321,9 @@ def check_site(site: Path, shots: Path | None = None, use_file: bool = False,
                 report.problems += broken_links(site, path)
                 if repo is not None:
                     report.problems += colab_problems(site, path, repo)
-                reports.append(report)
-                if on_report is not None:
-                    on_report(report)
+                add(report)
             if (site / "search.html").exists() and not only:
-                reports.append(check_search(context, base))
-                if on_report is not None:
-                    on_report(reports[-1])
+                add(check_search(context, base))
             browser.close()
     finally:
         if server is not None:

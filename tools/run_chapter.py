@@ -11,12 +11,13 @@ the others TARGET with `.rank<r>` before the suffix. `--timeout S` limits each c
 """
 
 import argparse
-import os
 from pathlib import Path
 
 import jupytext
 import nbformat
 from nbclient import NotebookClient
+
+from annotated.plumbing import distributed_env
 
 
 def output_path(target: str, rank: int) -> Path:
@@ -28,7 +29,7 @@ def output_path(target: str, rank: int) -> Path:
 def main(source: str, target: str, timeout: int = 3600) -> None:
     if not Path(source).is_file():
         raise SystemExit(f"no chapter at {source}")
-    out = output_path(target, int(os.environ.get("RANK", "0")))
+    out = output_path(target, distributed_env().rank)
     out.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(source)
     client = NotebookClient(nb, timeout=timeout or None, kernel_name="python3",
