@@ -411,3 +411,65 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
     if optimizer is not None and payload["optimizer"] is not None:
         optimizer.load_state_dict(payload["optimizer"])
     return payload["state"]
+
+
+# %% book/appendix_plumbing.md, code cell 21 (Small weights to ship with the book)
+COMPACT_FORMAT = "annotated-int8-rows/1"
+
+
+def weights_dir() -> Path:
+    """Where weights shipped with the book live: $ANNOTATED_WEIGHTS, else <repo>/weights, else ./weights."""
+    env = os.environ.get("ANNOTATED_WEIGHTS")
+    if env:
+        return Path(env).expanduser()
+    root = repo_root()
+    return (root if root is not None else Path.cwd()) / "weights"
+
+
+def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes (rows, cols) and float32 scales (rows, 1) of a tensor viewed as rows = its first dim."""
+    rows = t.detach().float().reshape(t.size(0), -1)  # (rows, cols)
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127  # (rows, 1)
+    return torch.round(rows / scale).to(torch.int8), scale
+
+
+def save_compact(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
+    """Atomically save model's weights small: matrices as int8 rows with a scale each, the rest as is."""
+    tensors: dict[str, Any] = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        if t.is_floating_point() and t.dim() >= 2:
+            codes, scale = quantize_rows(t)
+            tensors[name] = {"codes": codes, "scale": scale, "shape": list(t.shape), "dtype": str(t.dtype)}
+        else:
+            tensors[name] = t.clone()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"format": COMPACT_FORMAT, "config": _jsonable(config), "tensors": tensors}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_compact(path: str | Path, model: torch.nn.Module, config: dict) -> torch.nn.Module:
+    """Load weights saved by save_compact with the same config into model (dequantized); return model."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        fmt, saved, tensors = payload["format"], payload["config"], payload["tensors"]
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
+    if fmt != COMPACT_FORMAT:
+        raise CheckpointError(f"{path} has format {fmt!r}, not {COMPACT_FORMAT!r}")
+    wanted = _jsonable(config)
+    diff = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, wanted {wanted.get(k)!r}" for k in diff)
+        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
+    dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16, "torch.bfloat16": torch.bfloat16}
+    state = {name: (t["codes"].float() * t["scale"]).reshape(t["shape"]).to(dtypes[t["dtype"]])
+             if isinstance(t, dict) else t for name, t in tensors.items()}
+    model.load_state_dict(state)
+    return model

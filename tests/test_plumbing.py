@@ -6,6 +6,7 @@ import http.server
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +209,69 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     with pytest.raises(P.CheckpointError, match="bad.pt is not a readable checkpoint"):
         P.load_checkpoint(tmp_path / "bad.pt", net2, {"d": 3})
     assert not list(tmp_path.glob("*.part"))
+
+
+# --- compact (8-bit) weights ------------------------------------------------------------
+
+def _mlp() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 32), torch.nn.LayerNorm(32),
+                               torch.nn.Linear(32, 50))
+
+
+def test_compact_weights_within_half_a_step_and_a_quarter_of_the_size(tmp_path):
+    torch.manual_seed(0)
+    net = _mlp()
+    with torch.no_grad():
+        net[1].weight[3] *= 100  # one row with a far larger range must not cost the others precision
+    path = P.save_compact(tmp_path / "w.pt", net, {"v": 50})
+    back = P.load_compact(path, _mlp(), {"v": 50})
+    for (name, w), w_hat in zip(net.state_dict().items(), back.state_dict().values()):
+        if w.dim() >= 2:  # independent reference: round-to-nearest on each row's own grid
+            step = w.abs().amax(1, keepdim=True) / 127
+            assert (w - w_hat).abs().le(step / 2 + 1e-7).all(), name
+            assert (w - w_hat).abs().max() > 0  # it really is quantised
+        else:
+            assert torch.equal(w, w_hat), name  # vectors are kept exactly
+    other_rows = torch.cat([net[1].weight[:3], net[1].weight[4:]])
+    error = (net[1].weight - back[1].weight)[torch.arange(32) != 3].abs().max()
+    assert error <= other_rows.abs().max() / 254 + 1e-7
+    big = torch.nn.Linear(512, 512)
+    big_path = P.save_compact(tmp_path / "big.pt", big, {})
+    assert big_path.stat().st_size < 0.3 * 512 * 513 * 4  # about a quarter (plus scales and zip overhead)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_compact_weights_refuse_other_configs_corrupt_files_and_checkpoints(tmp_path):
+    net = _mlp()
+    path = P.save_compact(tmp_path / "w.pt", net, {"vocab": "abc", "d": 16})
+    with pytest.raises(P.CheckpointError,
+                       match=r"different configuration \(vocab: saved 'abc', wanted 'abd'\)"):
+        P.load_compact(path, _mlp(), {"vocab": "abd", "d": 16})
+    (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(P.CheckpointError, match="bad.pt is not a readable weights file"):
+        P.load_compact(tmp_path / "bad.pt", _mlp(), {"vocab": "abc", "d": 16})
+    ckpt = P.save_checkpoint(tmp_path / "ckpt.pt", net, {"d": 16})  # a training checkpoint is not this format
+    with pytest.raises(P.CheckpointError, match="ckpt.pt is not a readable weights file|ckpt.pt has format"):
+        P.load_compact(ckpt, _mlp(), {"d": 16})
+    with pytest.raises(FileNotFoundError):
+        P.load_compact(tmp_path / "missing.pt", _mlp(), {})
+
+
+def test_shipped_transformer_weights_load_and_match_their_record():
+    """weights/05_transformer.full.int8.pt (in the repository) fits the full data and its recorded run."""
+    root = Path(__file__).resolve().parents[1]  # the repository's own files, not a test's temporary dirs
+    path = root / "weights" / "05_transformer.full.int8.pt"
+    record = root / "results" / "05_transformer.full.json"
+    if not path.exists():
+        pytest.skip("no shipped transformer weights")
+    from annotated.transformer import Transformer, shipped_config
+    from annotated.translation import prepare_multi30k
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    settings = json.loads(record.read_text())["settings"]["model"]
+    saved = payload["config"]["model"]
+    assert {k: saved[k] for k in settings} == settings  # the weights are the recorded run's model
+    model = Transformer(saved["src_vocab"], saved["tgt_vocab"], **settings, norm_first=False,
+                        tie_embeddings=False)
+    data = prepare_multi30k()  # the complete Multi30k, as the full and cpu profiles use it
+    P.load_compact(path, model, shipped_config(model, data.src_vocab, data.tgt_vocab))
+    assert path.stat().st_size <= 20 * 10**6
