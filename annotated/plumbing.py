@@ -212,11 +212,7 @@ def data_dir() -> Path:
 
 def checkpoint_dir() -> Path:
     """Where trained models go: $ANNOTATED_CHECKPOINTS, else <repo>/checkpoints, else ./checkpoints."""
-    env = os.environ.get("ANNOTATED_CHECKPOINTS")
-    if env:
-        return Path(env).expanduser()
-    root = repo_root()
-    return (root if root is not None else Path.cwd()) / "checkpoints"
+    return repo_folder("ANNOTATED_CHECKPOINTS", "checkpoints")
 
 
 # %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
@@ -292,13 +288,18 @@ def repo_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def results_dir() -> Path:
-    """Where results go: $ANNOTATED_RESULTS, else <repo>/results, else ./results."""
-    env = os.environ.get("ANNOTATED_RESULTS")
+def repo_folder(env_var: str, name: str) -> Path:
+    """$env_var if set, else the folder `name` in the repository root, else `name` in the working directory."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
     root = repo_root()
-    return (root if root is not None else Path.cwd()) / "results"
+    return (root if root is not None else Path.cwd()) / name
+
+
+def results_dir() -> Path:
+    """Where results go: $ANNOTATED_RESULTS, else <repo>/results, else ./results."""
+    return repo_folder("ANNOTATED_RESULTS", "results")
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -419,11 +420,7 @@ COMPACT_FORMAT = "annotated-int8-rows/1"
 
 def weights_dir() -> Path:
     """Where weights shipped with the book live: $ANNOTATED_WEIGHTS, else <repo>/weights, else ./weights."""
-    env = os.environ.get("ANNOTATED_WEIGHTS")
-    if env:
-        return Path(env).expanduser()
-    root = repo_root()
-    return (root if root is not None else Path.cwd()) / "weights"
+    return repo_folder("ANNOTATED_WEIGHTS", "weights")
 
 
 def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
