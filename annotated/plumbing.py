@@ -384,10 +384,25 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": _jsonable(config), "model": model.state_dict(), "state": state,
                "optimizer": optimizer.state_dict() if optimizer is not None else None}
+    return _save_atomically(payload, path)
+
+
+def _save_atomically(payload: dict, path: Path) -> Path:
+    """torch.save to a .part file, then rename: a crash never leaves a half-written file at path."""
     tmp = path.with_name(path.name + ".part")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _check_config(path: Path, saved: dict, config: dict) -> None:
+    """Raise CheckpointError naming every field where the saved config differs from the wanted one."""
+    wanted = _jsonable(config)
+    diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
+            if saved.get(k) != wanted.get(k)}
+    if diff:
+        detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
@@ -402,12 +417,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
         raise
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
-    wanted = _jsonable(config)
-    diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
-            if saved.get(k) != wanted.get(k)}
-    if diff:
-        detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
+    _check_config(path, saved, config)
     model.load_state_dict(payload["model"])
     if optimizer is not None and payload["optimizer"] is not None:
         optimizer.load_state_dict(payload["optimizer"])
@@ -442,10 +452,7 @@ def save_compact(path: str | Path, model: torch.nn.Module, config: dict) -> Path
             tensors[name] = t.clone()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save({"format": COMPACT_FORMAT, "config": _jsonable(config), "tensors": tensors}, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomically({"format": COMPACT_FORMAT, "config": _jsonable(config), "tensors": tensors}, path)
 
 
 def load_compact(path: str | Path, model: torch.nn.Module, config: dict) -> torch.nn.Module:
@@ -460,11 +467,7 @@ def load_compact(path: str | Path, model: torch.nn.Module, config: dict) -> torc
         raise CheckpointError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
     if fmt != COMPACT_FORMAT:
         raise CheckpointError(f"{path} has format {fmt!r}, not {COMPACT_FORMAT!r}")
-    wanted = _jsonable(config)
-    diff = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
-    if diff:
-        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, wanted {wanted.get(k)!r}" for k in diff)
-        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
+    _check_config(path, saved, config)
     dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16, "torch.bfloat16": torch.bfloat16}
     state = {name: (t["codes"].float() * t["scale"]).reshape(t["shape"]).to(dtypes[t["dtype"]])
              if isinstance(t, dict) else t for name, t in tensors.items()}
