@@ -264,8 +264,8 @@ def test_shipped_transformer_weights_load_and_match_their_record():
     record = root / "results" / "05_transformer.full.json"
     if not path.exists():
         pytest.skip("no shipped transformer weights")
-    from annotated.transformer import Transformer, shipped_config
-    from annotated.translation import prepare_multi30k
+    from annotated.transformer import Transformer
+    from annotated.translation import prepare_multi30k, weights_config
     payload = torch.load(path, map_location="cpu", weights_only=True)
     settings = json.loads(record.read_text())["settings"]["model"]
     saved = payload["config"]["model"]
@@ -273,5 +273,5 @@ def test_shipped_transformer_weights_load_and_match_their_record():
     model = Transformer(saved["src_vocab"], saved["tgt_vocab"], **settings, norm_first=False,
                         tie_embeddings=False)
     data = prepare_multi30k()  # the complete Multi30k, as the full and cpu profiles use it
-    P.load_compact(path, model, shipped_config(model, data.src_vocab, data.tgt_vocab))
+    P.load_compact(path, model, weights_config(model.config, data.src_vocab, data.tgt_vocab))
     assert path.stat().st_size <= 20 * 10**6
