@@ -296,7 +296,7 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                model_config={"model": asdict(model.cfg), "recipe": asdict(recipe)})
 
 
-# %% book/03_seq2seq.md, code cell 21 (Measuring them)
+# %% book/03_seq2seq.md, code cell 22 (Measuring them)
 @torch.no_grad()
 def translate(model: Seq2Seq, dataset: TranslationDataset, tgt_vocab: Vocab, max_tokens: int = 4000,
               extra_steps: int = 10) -> tuple[list[list[str]], float]:

@@ -4,7 +4,6 @@
 
 
 # %% book/05_transformer.md, code cell 3 (The Transformer)
-import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -524,14 +523,3 @@ def translate(model: nn.Module, dataset, tgt_vocab, *, beam_size: int = 1, max_t
             ids = beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX, length_penalty)
         out.extend(tgt_vocab.decode_batch(ids.cpu()))
     return out
-
-
-# %% book/05_transformer.md, code cell 39 (Warmup and the two LayerNorm placements)
-def vocab_digest(vocab) -> str:
-    """A short fingerprint of a vocabulary (its words in id order)."""
-    return hashlib.sha256("\n".join(vocab.itos).encode()).hexdigest()[:16]
-
-
-def shipped_config(model: nn.Module, src_vocab, tgt_vocab) -> dict:
-    """The configuration shipped weights are checked against: the model's settings and both vocabularies."""
-    return {"model": model.config, "src_vocab": vocab_digest(src_vocab), "tgt_vocab": vocab_digest(tgt_vocab)}

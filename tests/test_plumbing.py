@@ -257,21 +257,57 @@ def test_compact_weights_refuse_other_configs_corrupt_files_and_checkpoints(tmp_
         P.load_compact(tmp_path / "missing.pt", _mlp(), {})
 
 
-def test_shipped_transformer_weights_load_and_match_their_record():
-    """weights/05_transformer.full.int8.pt (in the repository) fits the full data and its recorded run."""
-    root = Path(__file__).resolve().parents[1]  # the repository's own files, not a test's temporary dirs
-    path = root / "weights" / "05_transformer.full.int8.pt"
-    record = root / "results" / "05_transformer.full.json"
-    if not path.exists():
-        pytest.skip("no shipped transformer weights")
-    from annotated.transformer import Transformer, shipped_config
+ROOT = Path(__file__).resolve().parents[1]  # the repository's own files, not a test's temporary dirs
+
+
+@pytest.fixture(scope="module")
+def full_multi30k():
     from annotated.translation import prepare_multi30k
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    settings = json.loads(record.read_text())["settings"]["model"]
-    saved = payload["config"]["model"]
-    assert {k: saved[k] for k in settings} == settings  # the weights are the recorded run's model
-    model = Transformer(saved["src_vocab"], saved["tgt_vocab"], **settings, norm_first=False,
+    return prepare_multi30k()  # the complete Multi30k, as the full and cpu profiles use it
+
+
+def _shipped(name: str, chapter: str) -> tuple[Path, dict, dict]:
+    """The shipped weights file of a chapter's full run, its stored config and the run's record."""
+    path = ROOT / "weights" / name
+    if not path.exists():
+        pytest.skip(f"no weights/{name}")
+    record = json.loads((ROOT / "results" / f"{chapter}.full.json").read_text())
+    return path, torch.load(path, map_location="cpu", weights_only=True)["config"], record
+
+
+def _test_ppl(model, data) -> float:
+    from annotated.translation import evaluate, make_loader
+    return evaluate(model.eval(), make_loader(data.test, 4000, shuffle=False))["ppl"]
+
+
+def test_shipped_transformer_weights_load_and_reproduce_their_record(full_multi30k):
+    """weights/05_transformer.full.int8.pt fits the full data and its recorded run, and scores like it."""
+    from annotated.transformer import Transformer
+    from annotated.translation import weights_config
+    path, saved, record = _shipped("05_transformer.full.int8.pt", "05_transformer")
+    settings = record["settings"]["model"]
+    assert {k: saved["model"][k] for k in settings} == settings  # the weights are the recorded run's model
+    data = full_multi30k
+    model = Transformer(len(data.src_vocab), len(data.tgt_vocab), **settings, norm_first=False,
                         tie_embeddings=False)
-    data = prepare_multi30k()  # the complete Multi30k, as the full and cpu profiles use it
-    P.load_compact(path, model, shipped_config(model, data.src_vocab, data.tgt_vocab))
+    P.load_compact(path, model, weights_config(model.config, data.src_vocab, data.tgt_vocab))
+    recorded = record["metrics"]["perplexity"]["Transformer"]["test_tf"]
+    assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)  # 8-bit rows move it a little
+    assert path.stat().st_size <= 20 * 10**6
+
+
+def test_shipped_seq2seq_weights_load_and_reproduce_their_record(full_multi30k):
+    """weights/03_lstm+attn.full.int8.pt fits the full data and chapter 3's run, and scores like it."""
+    from dataclasses import asdict
+
+    from annotated.seq2seq import Seq2Seq, Seq2SeqConfig
+    from annotated.translation import weights_config
+    path, saved, record = _shipped("03_lstm+attn.full.int8.pt", "03_seq2seq")
+    data, st = full_multi30k, record["settings"]
+    cfg = Seq2SeqConfig(len(data.src_vocab), len(data.tgt_vocab), cell="lstm", attention=st["attention"],
+                        **st["dims"])
+    assert saved["model"] == asdict(cfg)
+    model = P.load_compact(path, Seq2Seq(cfg), weights_config(asdict(cfg), data.src_vocab, data.tgt_vocab))
+    recorded = record["metrics"]["lstm+attn"]["test_ppl_TF"]
+    assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)
     assert path.stat().st_size <= 20 * 10**6

@@ -168,6 +168,18 @@ def test_vocab_save_load(tmp_path):
         T.Vocab.load(tmp_path / "bad.json")
 
 
+
+def test_vocab_digest_names_the_words_and_their_order():
+    v = T.Vocab([*T.SPECIALS, "ein", "hund"])
+    expected = hashlib.sha256("\n".join([*T.SPECIALS, "ein", "hund"]).encode()).hexdigest()[:16]
+    assert v.digest() == expected and T.Vocab(list(v.itos)).digest() == expected  # equal words, equal digest
+    assert T.Vocab([*T.SPECIALS, "hund", "ein"]).digest() != expected  # same words, other ids
+    assert T.Vocab([*T.SPECIALS, "ein", "hunde"]).digest() != expected
+    en = T.Vocab([*T.SPECIALS, "a"])
+    assert T.weights_config({"d": 8}, v, en) == {"model": {"d": 8}, "src_vocab": expected,
+                                                 "tgt_vocab": en.digest()}
+
+
 # --- datasets and batching ---------------------------------------------------------------------
 
 @pytest.fixture
