@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from annotated.plumbing import (CheckpointError, distributed_env, fetch, init_distributed, load_checkpoint,
-                                progress_bar, rng_states, save_checkpoint, set_rng_states)
+                                load_compact, progress_bar, rng_states, save_checkpoint, set_rng_states)
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -232,6 +232,20 @@ Vocab.digest = _digest
 def weights_config(model_settings: dict, src_vocab: Vocab, tgt_vocab: Vocab) -> dict:
     """The configuration shipped weights are checked against: the model's settings and both vocabularies."""
     return {"model": model_settings, "src_vocab": src_vocab.digest(), "tgt_vocab": tgt_vocab.digest()}
+
+
+def load_shipped(path: str | Path, model: nn.Module, model_settings: dict, src_vocab: Vocab,
+                 tgt_vocab: Vocab) -> nn.Module | None:
+    """model with the shipped weights at path, or None, printing why, when the file is missing or refused."""
+    path = Path(path)
+    if not path.exists():
+        print(f"no weights/{path.name}")
+        return None
+    try:
+        return load_compact(path, model, weights_config(model_settings, src_vocab, tgt_vocab))
+    except CheckpointError as err:
+        print("refused:", str(err).replace(str(path), f"weights/{path.name}")[:400])
+        return None
 
 
 # %% book/02_translation.md, code cell 20 (From sentences to tensors)

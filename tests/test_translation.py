@@ -180,6 +180,23 @@ def test_vocab_digest_names_the_words_and_their_order():
                                                  "tgt_vocab": en.digest()}
 
 
+
+def test_load_shipped_loads_or_says_why_not(tmp_path, capsys):
+    de, en = T.Vocab([*T.SPECIALS, "ein"]), T.Vocab([*T.SPECIALS, "a"])
+    torch.manual_seed(0)
+    net = nn.Linear(8, 6)
+    path = P.save_compact(tmp_path / "w.int8.pt", net, T.weights_config({"d": 8}, de, en))
+    loaded = T.load_shipped(path, nn.Linear(8, 6), {"d": 8}, de, en)
+    assert loaded is not None and (loaded.weight - net.weight).abs().max() <= net.weight.abs().max() / 254
+    assert T.load_shipped(tmp_path / "missing.pt", nn.Linear(8, 6), {"d": 8}, de, en) is None
+    assert "no weights/missing.pt" in capsys.readouterr().out
+    other_en = T.Vocab([*T.SPECIALS, "the"])  # same size, other words: only the fingerprint tells
+    assert T.load_shipped(path, nn.Linear(8, 6), {"d": 8}, de, other_en) is None
+    out = capsys.readouterr().out
+    assert "refused: weights/w.int8.pt was saved from a different configuration (tgt_vocab:" in out
+    assert str(tmp_path) not in out
+
+
 # --- datasets and batching ---------------------------------------------------------------------
 
 @pytest.fixture
