@@ -4,6 +4,7 @@
 
 
 # %% book/03_seq2seq.md, code cell 3 (Sequence to sequence: RNN and LSTM translators, with and without attention)
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,8 +13,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from annotated.attention import AdditiveAttention, cosine_attention, padding_mask
-from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, TokenBatchSampler, TrainConfig,
-                                   TranslationDataset, Vocab, fit, pad_batch)
+from annotated.training import TrainConfig, fit
+from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, TokenBatchSampler,
+                                   TranslationDataset, Vocab, evaluate, pad_batch,
+                                   teacher_forcing_step)
 
 
 # %% book/03_seq2seq.md, code cell 4 (The configuration)
@@ -266,7 +269,7 @@ Seq2Seq.greedy_decode = _greedy_decode
 # %% book/03_seq2seq.md, code cell 17 (Training the four models)
 @dataclass
 class RecipeConfig:
-    """How a Seq2Seq model is trained (on top of chapter 2's TrainConfig)."""
+    """How a Seq2Seq model is trained (on top of the training appendix's TrainConfig)."""
 
     epochs: float = 3.0  # whole passes over the data, or a fraction < 1 of one pass
     max_tokens: int = 3000  # batch budget: B * max(S, T) <= max_tokens
@@ -282,18 +285,21 @@ class RecipeConfig:
 
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
                   checkpoint_path=None, verbose: bool = True) -> dict:
-    """Adam with a one-cycle schedule, trained by translation.fit (resumable at checkpoint_path)."""
+    """Adam with a one-cycle schedule, trained by training.fit (resumable at checkpoint_path)."""
     per_epoch = len(train_loader)
     epochs = max(1, int(recipe.epochs))
     steps = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs < 1 else None  # per epoch
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.peak_lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.peak_lr, total_steps=epochs * (steps or per_epoch), pct_start=recipe.warmup)
+        optimizer, max_lr=recipe.peak_lr, total_steps=epochs * (steps or per_epoch),
+        pct_start=recipe.warmup)
     config = TrainConfig(epochs=epochs, clip=recipe.clip, patience=None, max_steps=steps,
-                         label_smoothing=recipe.label_smoothing, scheduler_interval="step", verbose=verbose,
-                         resume=checkpoint_path is not None)
-    return fit(model, train_loader, val_loader, optimizer, config, scheduler, checkpoint_path,
-               model_config={"model": asdict(model.cfg), "recipe": asdict(recipe)})
+                         scheduler_interval="step", verbose=verbose)
+    step = functools.partial(teacher_forcing_step, label_smoothing=recipe.label_smoothing)
+    return fit(model, step, train_loader, evaluate=lambda m: evaluate(m, val_loader),
+               optimizer=optimizer, scheduler=scheduler, config=config,
+               checkpoint=checkpoint_path,
+               settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
 
 
 # %% book/03_seq2seq.md, code cell 22 (Measuring them)

@@ -4,28 +4,23 @@
 
 
 # %% book/02_translation.md, code cell 3 (Translation data and the training loop)
-import copy
-import dataclasses
 import functools
 import gzip
 import hashlib
 import json
 import math
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from annotated.plumbing import (CheckpointError, distributed_env, fetch, init_distributed, load_checkpoint,
-                                load_compact, progress_bar, rng_states, save_checkpoint, set_rng_states)
+from annotated.plumbing import CheckpointError, distributed_env, fetch, load_compact
+from annotated.training import model_device
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -332,6 +327,13 @@ class TokenBatchSampler(Sampler[list[int]]):
         """The epoch the next iteration draws (0-based), as DistributedSampler.set_epoch."""
         self.epoch = epoch
 
+    def state_dict(self) -> dict:
+        """Where the sampler is: what a resumed training run puts back."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
     def batches(self, epoch: int) -> list[list[int]]:
         """The batches of one epoch (deterministic given seed and epoch)."""
         g = torch.Generator().manual_seed(self.seed + epoch)
@@ -444,74 +446,31 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(mean) if mean < 709.0 else math.inf  # exp(709.8) is the largest double
 
 
-# %% book/02_translation.md, code cell 32 (One epoch of training, one of evaluation)
-Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# %% book/02_translation.md, code cell 33 (One training step, written out)
+def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
+                         label_smoothing: float = 0.0,
+                         pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, float, int]:
+    """fit()'s step for a translation model: (loss, summed plain CE, target tokens)."""
+    device = model_device(model)
+    src, tgt = batch[0].to(device), batch[1].to(device)  # (B, S), (B, T + 1)
+    logits = model(src, tgt[:, :-1])  # (B, T, V)
+    loss, nll_sum, n = sequence_loss(logits, tgt[:, 1:], pad_idx, label_smoothing)
+    return loss, float(nll_sum), n
 
 
-def default_forward(model: nn.Module, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-    """The model protocol: model(src (B, S), tgt_in (B, T)) -> logits (B, T, V)."""
-    return model(src, tgt_in)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (the CPU for a model without any)."""
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
-# %% book/02_translation.md, code cell 33 (One epoch of training, one of evaluation)
-def train_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *,
-                clip: float | None = 1.0, label_smoothing: float = 0.0, forward: Forward | None = None,
-                scheduler=None, max_steps: int | None = None, pad_idx: int = PAD_IDX,
-                progress: bool | None = None) -> dict:
-    """One pass of teacher-forced training; returns the plain CE, perplexity, tokens and speed."""
-    forward, device = forward or default_forward, model_device(model)
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    model.train()
-    nll_total, tokens, steps, start = 0.0, 0, 0, time.perf_counter()
-    total = len(loader) if hasattr(loader, "__len__") else None  # for the progress bar
-    total = min(total, max_steps) if (total and max_steps) else total
-    for src, tgt in progress_bar(loader, "train", total, progress):
-        src, tgt = src.to(device), tgt.to(device)
-        logits = forward(model, src, tgt[:, :-1])  # (B, T, V)
-        loss, nll_sum, n = sequence_loss(logits, tgt[:, 1:], pad_idx, label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {float(loss)} at step {steps}")
-        if world > 1:  # weight by this process's share of the tokens (see the text)
-            n_all = torch.tensor(float(n), device=device)
-            dist.all_reduce(n_all)
-            loss = loss * (n * world / n_all)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        if scheduler is not None:  # a per-step schedule (warm-up and decay)
-            scheduler.step()
-        nll_total, tokens, steps = nll_total + float(nll_sum), tokens + n, steps + 1
-        if max_steps is not None and steps >= max_steps:
-            break
-    if world > 1:  # the epoch's figures over all processes
-        sums = torch.tensor([nll_total, float(tokens)], dtype=torch.float64, device=device)
-        dist.all_reduce(sums)
-        nll_total, tokens = float(sums[0]), int(sums[1])
-    seconds = time.perf_counter() - start
-    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens,
-            "steps": steps, "seconds": seconds, "tokens_per_s": tokens / seconds}
-
-
-# %% book/02_translation.md, code cell 34 (One epoch of training, one of evaluation)
+# %% book/02_translation.md, code cell 34 (One training step, written out)
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, forward: Forward | None = None,
-             max_steps: int | None = None, pad_idx: int = PAD_IDX) -> dict:
+def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
+             pad_idx: int = PAD_IDX) -> dict:
     """Teacher-forced CE and perplexity over all non-pad target tokens of `loader`."""
-    forward, device = forward or default_forward, model_device(model)
+    device = model_device(model)
     model.eval()
     nll_total, tokens = 0.0, 0
     for step, (src, tgt) in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
         src, tgt = src.to(device), tgt.to(device)
-        _, nll_sum, n = sequence_loss(forward(model, src, tgt[:, :-1]), tgt[:, 1:], pad_idx)
+        _, nll_sum, n = sequence_loss(model(src, tgt[:, :-1]), tgt[:, 1:], pad_idx)
         nll_total, tokens = nll_total + float(nll_sum), tokens + n
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
@@ -543,141 +502,7 @@ def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: in
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 36 (Fitting: epochs, early stopping, checkpoints)
-@dataclass
-class TrainConfig:
-    """How fit() trains: length, optimiser defaults, clipping, early stopping, reporting."""
-
-    epochs: int = 10  # maximum passes over the training data
-    lr: float = 1e-3  # Adam's learning rate when fit() builds the optimizer itself
-    clip: float | None = 1.0  # maximum global gradient norm (None: no clipping)
-    patience: int | None = 3  # stop after this many epochs without improvement (None: never)
-    min_delta: float = 0.0  # a smaller fall of the validation loss is no improvement
-    label_smoothing: float = 0.0  # epsilon of the smoothed training loss
-    max_steps: int | None = None  # at most this many training batches per epoch (smoke runs)
-    max_eval_steps: int | None = None  # at most this many validation batches
-    scheduler_interval: str = "epoch"  # call scheduler.step() every 'epoch' or every 'step'
-    resume: bool = False  # continue (or load, when finished) the run saved at checkpoint_path
-    stop_after: int | None = None  # end this call after this many epochs; resume=True continues
-    verbose: bool = True  # print one line per epoch
-    progress: bool | None = None  # tqdm bar: None = in a terminal or live notebook, not in tests/book
-
-    def run_settings(self) -> dict:
-        """The fields that change the result (what a checkpoint must match)."""
-        skip = {"resume", "stop_after", "verbose", "progress"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-
-
-def checkpoint_config(config: TrainConfig, model_config: dict | None = None) -> dict:
-    """The flat settings a checkpoint of fit() is saved with: 'model.<key>' and 'train.<key>'."""
-    return ({f"model.{k}": v for k, v in (model_config or {}).items()}
-            | {f"train.{k}": v for k, v in config.run_settings().items()})
-
-
-# %% book/02_translation.md, code cell 37 (Fitting: epochs, early stopping, checkpoints)
-def _new_history() -> dict:
-    keys = ("epoch", "train_loss", "train_ppl", "val_loss", "val_ppl", "lr", "seconds", "tokens_per_s")
-    return {k: [] for k in keys} | {"best_epoch": None, "best_val_loss": math.inf, "stopped_early": False}
-
-
-def _step_scheduler(scheduler, config: TrainConfig, val_loss: float) -> None:
-    if scheduler is None or config.scheduler_interval != "epoch":
-        return
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(val_loss)
-    else:
-        scheduler.step()
-
-
-def _batch_sampler(loader: Iterable):
-    """The loader's batch sampler when it can say and set its epoch (TokenBatchSampler), else None."""
-    sampler = getattr(loader, "batch_sampler", None)
-    return sampler if callable(getattr(sampler, "set_epoch", None)) and hasattr(sampler, "epoch") else None
-
-
-# %% book/02_translation.md, code cell 38 (Fitting: epochs, early stopping, checkpoints)
-def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
-        optimizer: torch.optim.Optimizer | None = None, config: TrainConfig | None = None,
-        scheduler=None, checkpoint_path: str | Path | None = None, forward: Forward | None = None,
-        model_config: dict | None = None) -> dict:
-    """Train with early stopping on validation loss; leave the best weights in `model`; return the history."""
-    config = config or TrainConfig()
-    if config.scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {config.scheduler_interval!r}")
-    if config.stop_after is not None and config.stop_after < 1:
-        raise ValueError(f"stop_after must be a positive number of epochs or None, got {config.stop_after}")
-    env = init_distributed()  # a no-op unless started by torchrun with several processes
-    say = config.verbose and env.is_main
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
-    ckpt_config = checkpoint_config(config, model_config)
-    sampler = _batch_sampler(train_loader)
-    history, best_state, bad_epochs, done = _new_history(), None, 0, 0
-    if checkpoint_path is not None and config.resume and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, model, ckpt_config, optimizer, map_location=model_device(model))
-        if state.get("finished"):
-            if say:
-                print(f"loaded the finished run from {Path(checkpoint_path).name} (best epoch {state['history']['best_epoch']})")
-            return state["history"]
-        if "rng" not in state:
-            raise CheckpointError(f"{checkpoint_path} is an unfinished run saved without the state needed to "
-                                  f"resume it (by an older version of fit); delete it to train from scratch")
-        history, best_state, bad_epochs = state["history"], state["best_model"], state["bad_epochs"]
-        done = len(history["epoch"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if sampler is not None and state.get("sampler_epoch") is not None:
-            sampler.set_epoch(state["sampler_epoch"])
-        set_rng_states(state["rng"])  # dropout and teacher forcing continue their streams
-        if say:
-            print(f"resuming {Path(checkpoint_path).name} after epoch {done} (best epoch {history['best_epoch']})")
-    trained = DistributedDataParallel(model) if env.world_size > 1 else model  # averages gradients
-    stop_at = config.epochs if config.stop_after is None else min(config.epochs, done + config.stop_after)
-    stop_at = done if history["stopped_early"] else stop_at  # it ended before its last save
-    for epoch in range(done + 1, stop_at + 1):
-        tr = train_epoch(trained, train_loader, optimizer, clip=config.clip, forward=forward,
-                         label_smoothing=config.label_smoothing, max_steps=config.max_steps,
-                         scheduler=scheduler if config.scheduler_interval == "step" else None,
-                         progress=config.progress if env.is_main else False)  # bars on rank 0 only
-        va = evaluate(model, val_loader, forward=forward, max_steps=config.max_eval_steps)
-        _step_scheduler(scheduler, config, va["loss"])
-        for key, value in (("epoch", epoch), ("train_loss", tr["loss"]), ("train_ppl", tr["ppl"]),
-                           ("val_loss", va["loss"]), ("val_ppl", va["ppl"]), ("seconds", tr["seconds"]),
-                           ("lr", optimizer.param_groups[0]["lr"]), ("tokens_per_s", tr["tokens_per_s"])):
-            history[key].append(value)
-        improved = va["loss"] < history["best_val_loss"] - config.min_delta
-        if improved:
-            history["best_epoch"], history["best_val_loss"], bad_epochs = epoch, va["loss"], 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        if say:
-            print(f"epoch {epoch:2d} | train ppl {tr['ppl']:7.2f} | val ppl {va['ppl']:7.2f} | "  # fits a page
-                  f"{tr['seconds']:5.0f} s, {tr['tokens_per_s']:6.0f} tok/s{' *' if improved else ''}")
-        history["stopped_early"] = config.patience is not None and bad_epochs >= config.patience
-        if checkpoint_path is not None and env.is_main:  # resumable after every epoch
-            save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=False,
-                            best_model=best_state, bad_epochs=bad_epochs,
-                            scheduler=None if scheduler is None else scheduler.state_dict(),
-                            sampler_epoch=None if sampler is None else sampler.epoch, rng=rng_states())
-        if history["stopped_early"]:
-            break
-    finished = history["stopped_early"] or len(history["epoch"]) >= config.epochs
-    if not finished:  # stop_after reached: the model keeps its last weights; resume=True goes on
-        history["interrupted"] = True
-        if say:
-            print(f"stopped after epoch {len(history['epoch'])} of {config.epochs}; resume=True continues")
-        return history
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    history["best_val_ppl"] = math.exp(history["best_val_loss"])
-    if checkpoint_path is not None and env.is_main:
-        save_checkpoint(checkpoint_path, model, ckpt_config, optimizer, history=history, finished=True)
-    if env.world_size > 1:
-        dist.barrier()  # every process leaves with the checkpoint written
-    return history
-
-
-# %% book/02_translation.md, code cell 39 (Fitting: epochs, early stopping, checkpoints)
+# %% book/02_translation.md, code cell 36 (The loss curves)
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch; the best epoch is marked."""
     import matplotlib.pyplot as plt
@@ -686,7 +511,7 @@ def plot_history(history: dict, title: str | None = None):
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train", "-o"), ("val", "-s")):
         ax_loss.plot(history["epoch"], history[f"{key}_loss"], style, ms=3, label=key)
-        ax_ppl.plot(history["epoch"], history[f"{key}_ppl"], style, ms=3, label=key)
+        ax_ppl.plot(history["epoch"], [math.exp(v) for v in history[f"{key}_loss"]], style, ms=3, label=key)
     for ax, name in ((ax_loss, "cross-entropy (nats/token)"), (ax_ppl, "perplexity")):
         if history.get("best_epoch"):
             ax.axvline(history["best_epoch"], color="grey", ls=":", lw=1, label="best epoch")
@@ -704,7 +529,7 @@ def plot_history(history: dict, title: str | None = None):
     return fig
 
 
-# %% book/02_translation.md, code cell 40 (BLEU, two ways)
+# %% book/02_translation.md, code cell 37 (BLEU, two ways)
 def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
     """Case-insensitive corpus sacreBLEU of detokenised hypotheses vs raw references: (score, signature)."""
     from sacrebleu.metrics import BLEU
@@ -718,7 +543,7 @@ def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tu
     return score.score, str(bleu.get_signature())
 
 
-# %% book/02_translation.md, code cell 41 (BLEU, two ways)
+# %% book/02_translation.md, code cell 38 (BLEU, two ways)
 def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on given tokens (no tokenizer, no smoothing): the tutorials' 'tokenised BLEU'."""
     from sacrebleu.metrics import BLEU
@@ -735,7 +560,7 @@ def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Seq
     return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
 
 
-# %% book/02_translation.md, code cell 42 (BLEU, two ways)
+# %% book/02_translation.md, code cell 39 (BLEU, two ways)
 def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, str]]) -> dict:
     """Both BLEUs of English hypotheses (token lists) against the raw references of `pairs`."""
     references = [en for _, en in pairs]
@@ -744,7 +569,7 @@ def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, 
             "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
 
 
-# %% book/02_translation.md, code cell 44 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 41 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
     """Baseline: predict each target word from the previous one and the mean source embedding."""
 

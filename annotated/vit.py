@@ -4,11 +4,11 @@
 
 
 # %% book/06_vit.md, code cell 3 (The Vision Transformer on CIFAR-10)
+import functools
 import math
 import pickle
 import tarfile
 import tempfile
-import time
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from annotated.plumbing import (ChecksumError, CheckpointError, DataUnavailableError, by_profile,
-                                checkpoint_dir, data_dir, fetch, get_profile, load_checkpoint,
-                                progress_bar, rng_states, save_checkpoint, set_rng_states, sha256_file)
+from annotated.plumbing import (ChecksumError, DataUnavailableError, by_profile, data_dir,
+                                fetch, sha256_file)
+from annotated.training import TrainConfig, autocast, fit, model_device
 from annotated.transformer import EncoderLayer
 
 
@@ -318,18 +318,19 @@ VisionTransformer.attention_maps = _vit_attention_maps
 
 # %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
-class TrainConfig:
-    """Everything a classification training run depends on."""
-    epochs: float = 3.0           # passes over the training set (fractions allowed)
+class ClassifierRecipe:
+    """How an image classifier is trained: length, optimiser, schedule, augmentation."""
+
+    epochs: int = 3  # passes over the training set
     batch_size: int = 128
-    lr: float = 2e-3              # peak learning rate
-    weight_decay: float = 0.05    # AdamW's decoupled decay
-    warmup_frac: float = 0.1      # share of the steps spent warming up
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.05  # AdamW's decoupled decay
+    warmup_frac: float = 0.1  # share of the steps spent warming up
     label_smoothing: float = 0.1
-    crop_pad: int = 4             # random-crop padding in pixels (0: no crop)
-    flip: bool = True             # random horizontal flips
+    crop_pad: int = 4  # random-crop padding in pixels (0: no crop)
+    flip: bool = True  # random horizontal flips
     strong_augment: bool = False  # TrivialAugment + random erasing
-    seed: int = 0
+    seed: int = 0  # of the generator that shuffles and augments
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -341,85 +342,76 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 # %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
-def _autocast(device: torch.device):
-    """Mixed precision on CUDA (bf16, else fp16); a no-op context on the CPU."""
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
     return list(order[: n - n % batch_size].split(batch_size)) if n >= batch_size else [order]
 
 
+class AugmentedBatches:
+    """Each epoch: shuffled, augmented, normalised (images, labels) batches; resumable."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: ClassifierRecipe):
+        if len(images) == 0 or len(images) != len(labels):
+            raise ValueError(f"need as many labels as images (and at least one): "
+                             f"{len(images)} images, {len(labels)} labels")
+        self.images, self.labels, self.recipe = images, labels, recipe
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+
+    def __len__(self) -> int:
+        n, b = len(self.images), self.recipe.batch_size
+        return n // b if n >= b else 1
+
+    def __iter__(self):
+        r, g = self.recipe, self.generator
+        for idx in _batches(len(self.images), r.batch_size, g):
+            x = random_crop_flip(self.images[idx], r.crop_pad, r.flip, g)  # (B, C, H, W)
+            x = strong_augment(x, generator=g) if r.strong_augment else x
+            yield normalize(x), self.labels[idx]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
 # %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
-def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     config: TrainConfig, device: torch.device | None = None,
-                     desc: str = "train", checkpoint_path: str | Path | None = None,
-                     checkpoint_config: dict | None = None, stop_after: int | None = None) -> dict:
-    """Train `model` on uint8 images with `config` (resumable per epoch); return losses and images/s."""
-    if len(images) == 0 or len(images) != len(labels):
-        raise ValueError(f"need as many labels as images (and at least one): "
-                         f"{len(images)} images, {len(labels)} labels")
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be a positive number of epochs or None, got {stop_after}")
-    device = device or next(model.parameters()).device
-    model.to(device).train()
-    images, labels = images.to(device), labels.to(device)
-    g = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = len(_batches(len(images), config.batch_size, g))
-    total = max(1, round(config.epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, total, max(1, round(config.warmup_frac * total))))
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    losses, step, epoch, seconds = [], 0, 0, 0.0
-    ckpt_config = checkpoint_config if checkpoint_config is not None else {"train": asdict(config)}
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, model, ckpt_config, opt, map_location=device)
-        if state.get("finished", True):
-            raise CheckpointError(f"{checkpoint_path} holds a finished run; load it instead of training")
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        g.set_state(state["generator"])
-        set_rng_states(state["rng"])
-        losses, step, epoch, seconds = state["loss"], state["step"], state["epoch"], state["train_seconds"]
-    stop_epoch = None if stop_after is None else epoch + stop_after
-    start = time.perf_counter()
-    with progress_bar(desc=desc, total=total, initial=step) as bar:
-        while step < total and epoch != stop_epoch:
-            for idx in _batches(len(images), config.batch_size, g):
-                if step == total:
-                    break
-                x = random_crop_flip(images[idx], config.crop_pad, config.flip, g)
-                x = normalize(strong_augment(x, generator=g) if config.strong_augment else x)
-                with _autocast(device):
-                    loss = F.cross_entropy(model(x), labels[idx], label_smoothing=config.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update()
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            epoch += 1
-            if checkpoint_path is not None and step < total:  # resumable after every whole epoch
-                save_checkpoint(checkpoint_path, model, ckpt_config, opt, finished=False, loss=losses, step=step,
-                                epoch=epoch, steps=total, scheduler=sched.state_dict(),
-                                scaler=scaler.state_dict(), generator=g.get_state(),
-                                rng=rng_states(),
-                                train_seconds=seconds + time.perf_counter() - start)
-    seconds += time.perf_counter() - start
-    return {"loss": losses, "steps": total, "train_seconds": seconds, "finished": step == total,
-            "images_per_second": step * config.batch_size / max(seconds, 1e-9)}
+def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
+                    label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
+    """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
+    images, labels = batch  # (B, C, H, W) normalised, (B,)
+    loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+    return loss, loss.item() * len(labels), len(labels)
 
 
 # %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
+                     settings: dict | None = None, device: torch.device | None = None,
+                     stop_after: int | None = None, verbose: bool = False) -> dict:
+    """Train `model` on uint8 images with `recipe` by training.fit; the history."""
+    device = device or model_device(model)
+    batches = AugmentedBatches(images.to(device), labels.to(device), recipe)
+    model.to(device)
+    total = recipe.epochs * len(batches)
+    warmup = max(1, round(recipe.warmup_frac * total))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
+    config = TrainConfig(epochs=recipe.epochs, clip=None, patience=None,
+                         scheduler_interval="step", stop_after=stop_after, verbose=verbose)
+    step = functools.partial(classifier_step, label_smoothing=recipe.label_smoothing)
+    return fit(model, step, batches, optimizer=opt, scheduler=sched, config=config,
+               checkpoint=checkpoint, settings={"recipe": asdict(recipe),
+                                                "n_train": len(images), **(settings or {})})
+
+
+def images_per_second(history: dict) -> float:
+    """Training throughput over a whole run."""
+    return sum(history["items"]) / max(sum(history["seconds"]), 1e-9)
+
+
+# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -428,13 +420,13 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     model.eval()
     probs = []
     for chunk in images.split(batch_size):
-        with _autocast(device):
+        with autocast(device):
             logits = model(normalize(chunk.to(device)))
         probs.append(logits.float().softmax(-1).cpu())
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 29 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
@@ -460,7 +452,7 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, top-5, macro precision/recall/F1, one-vs-rest AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
@@ -481,47 +473,21 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
             "per_class_accuracy": recall.tolist(), "auc": auc.tolist(), "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 32 (Recipes and checkpoints)
-def vit_recipe(profile: str | None = None) -> dict:
-    """Model config, training config and training-set size of the ViT for a profile."""
+# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
+def vit_recipe(profile: str) -> dict:
+    """Model settings, training recipe and training-set size of the ViT for a profile."""
     model = by_profile(
         smoke=dict(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
         cpu=dict(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
         full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0), profile=profile)
     model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
     train = by_profile(
-        smoke=TrainConfig(epochs=1, batch_size=50, lr=1e-3),
-        cpu=TrainConfig(epochs=4, batch_size=128, lr=2e-3),
-        full=TrainConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=5e-5, warmup_frac=0.025,
-                         strong_augment=True), profile=profile)
+        smoke=ClassifierRecipe(epochs=1, batch_size=50, lr=1e-3),
+        cpu=ClassifierRecipe(epochs=4, batch_size=128, lr=2e-3),
+        full=ClassifierRecipe(epochs=200, batch_size=128, lr=1e-3, weight_decay=5e-5,
+                              warmup_frac=0.025, strong_augment=True), profile=profile)
     n_train = by_profile(smoke=200, cpu=50_000, full=50_000, profile=profile)
     return {"model": model, "train": train, "n_train": n_train}
-
-
-# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
-def train_or_load(name: str, model: nn.Module, model_config: dict, train_config: TrainConfig,
-                  images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None,
-                  profile: str | None = None, stop_after: int | None = None) -> dict:
-    """Load `<name>.<profile>.pt` if it is a finished run of the same configs, else train (or resume)."""
-    profile = get_profile(profile)
-    path = checkpoint_dir() / f"{name}.{profile}.pt"
-    config = {"model": model_config, "train": asdict(train_config), "n_train": len(images)}
-    if path.exists():
-        try:
-            state = load_checkpoint(path, model, config)
-        except CheckpointError as err:
-            print(f"retraining {name} (the checkpoint is replaced): {err}")
-            path.unlink()
-        else:
-            if state.get("finished", True):
-                model.to(device or torch.device("cpu"))
-                return {**state, "loaded_from": str(path)}
-            print(f"resuming {name} after epoch {state['epoch']} of {train_config.epochs:g}")
-    history = train_classifier(model, images, labels, train_config, device, desc=name, checkpoint_path=path,
-                               checkpoint_config=config, stop_after=stop_after)
-    if history["finished"]:
-        save_checkpoint(path, model, config, **history)
-    return {**history, "loaded_from": None}
 
 
 # %% book/06_vit.md, code cell 41 (Inductive bias, measured: a small CNN with the same budget)
@@ -569,7 +535,7 @@ class SmallResNet(nn.Module):
 
 
 # %% book/06_vit.md, code cell 43 (Inductive bias, measured: a small CNN with the same budget)
-def cnn_recipe(profile: str | None = None) -> dict:
+def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)
     widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256), profile=profile)

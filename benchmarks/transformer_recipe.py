@@ -11,19 +11,21 @@ results/05_transformer_recipe.<profile>.json, which the chapter's appendix secti
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
 
 from annotated.plumbing import save_results, seed_everything
 from annotated.transformer import Transformer, noam_schedule, translate
+from annotated.training import TrainConfig, fit
 from annotated.translation import (
-    TrainConfig,
     bleu_report,
-    fit,
+    evaluate,
     make_dataset,
     make_loader,
     prepare_multi30k,
+    teacher_forcing_step,
 )
 
 BASE = dict(d_model=128, n_heads=4, n_layers=2, d_ff=512, dropout=0.1, norm_first=False,
@@ -49,10 +51,11 @@ def run(name: str, cfg: dict, data, epochs: float, bleu_sentences: int) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.98), eps=1e-9)
     whole = max(1, int(epochs))
     config = TrainConfig(epochs=whole, max_steps=int(steps_per_epoch * epochs / whole), patience=None,
-                         label_smoothing=cfg["label_smoothing"], scheduler_interval="step",
-                         verbose=False)
+                         scheduler_interval="step", verbose=False)
+    step = functools.partial(teacher_forcing_step, label_smoothing=cfg["label_smoothing"])
     start = time.perf_counter()
-    history = fit(model, train_loader, val_loader, optimizer, config,
+    history = fit(model, step, train_loader, evaluate=lambda m: evaluate(m, val_loader),
+                  optimizer=optimizer, config=config,
                   scheduler=noam_schedule(optimizer, cfg["warmup"]))
     train_s = time.perf_counter() - start
     steps = config.max_steps * whole

@@ -15,18 +15,19 @@ from dataclasses import replace
 import torch
 
 from annotated.plumbing import get_device, get_profile, save_results, seed_everything, timer
-from annotated.vit import SmallResNet, VisionTransformer, cnn_recipe, train_classifier, vit_recipe
+from annotated.vit import (SmallResNet, VisionTransformer, cnn_recipe, images_per_second,
+                           train_classifier, vit_recipe)
 
 
-def throughput(model: torch.nn.Module, config, steps: int, device: torch.device) -> float:
+def throughput(model: torch.nn.Module, recipe, steps: int, device: torch.device) -> float:
     """Images per second of `steps` training steps, after 3 warm-up steps."""
-    n = config.batch_size * steps
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (n,))
-    warm = replace(config, epochs=3 / steps)
-    train_classifier(model, images, labels, warm, device, desc="warm-up")
-    return train_classifier(model, images, labels, replace(config, epochs=1), device,
-                            desc="timed")["images_per_second"]
+    images = torch.randint(0, 256, (recipe.batch_size * steps, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (len(images),))
+    warm = replace(recipe, epochs=1)
+    train_classifier(model, images[: 3 * recipe.batch_size], labels[: 3 * recipe.batch_size],
+                     warm, device=device)
+    timed = train_classifier(model, images, labels, replace(recipe, epochs=1), device=device)
+    return images_per_second(timed)
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     profile, device = get_profile(), get_device()
     seed_everything(0)
-    vit_rec, cnn_rec = vit_recipe(), cnn_recipe()
+    vit_rec, cnn_rec = vit_recipe(profile), cnn_recipe(profile)
     with timer() as t:
         vit_ips = throughput(VisionTransformer(**vit_rec["model"]), vit_rec["train"], args.steps, device)
         cnn_ips = throughput(SmallResNet(**cnn_rec["model"]).to(memory_format=torch.channels_last),

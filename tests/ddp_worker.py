@@ -1,4 +1,4 @@
-"""A few steps of chapter 2's `fit` under torchrun; tests/test_translation.py runs and checks it.
+"""A few steps of the training appendix's `fit` under torchrun; tests/test_training.py checks it.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT.pt
 
@@ -9,10 +9,12 @@ DistributedDataParallel, and rank 0 saves the trained weights to OUT.pt.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
 
+from annotated import training as TR
 from annotated import translation as T
 from annotated.plumbing import distributed_env
 
@@ -31,20 +33,22 @@ def toy_dataset(n: int = 64, seed: int = 0) -> T.TranslationDataset:
     return T.TranslationDataset(src, tgt, list(range(n)), {"empty": 0, "overlong": 0})
 
 
-def setup() -> tuple[T.TranslationDataset, torch.nn.Module, torch.optim.Optimizer, T.TrainConfig]:
-    """The same data, initial weights, optimizer and settings in every process (no dropout)."""
+def setup():
+    """The same data, initial weights, optimizer, settings and step in every process (no dropout)."""
     torch.manual_seed(0)
     model = T.BagOfWordsTranslator(16, 16, d=8, dropout=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    config = T.TrainConfig(epochs=1, max_steps=STEPS, patience=None, label_smoothing=0.1, verbose=False)
-    return toy_dataset(), model, optimizer, config
+    config = TR.TrainConfig(epochs=1, max_steps=STEPS, patience=None, verbose=False)
+    step = functools.partial(T.teacher_forcing_step, label_smoothing=0.1)
+    return toy_dataset(), model, optimizer, config, step
 
 
 def main(out: str) -> None:
     torch.set_num_threads(1)
-    data, model, optimizer, config = setup()
-    T.fit(model, T.make_loader(data, MAX_TOKENS, seed=0), T.make_loader(data, MAX_TOKENS, shuffle=False),
-          optimizer, config)
+    data, model, optimizer, config, step = setup()
+    val = T.make_loader(data, MAX_TOKENS, shuffle=False)
+    TR.fit(model, step, T.make_loader(data, MAX_TOKENS, seed=0),
+           evaluate=lambda m: T.evaluate(m, val), optimizer=optimizer, config=config)
     if distributed_env().is_main:
         torch.save(model.state_dict(), out)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,8 @@ from annotated.plumbing import CheckpointError, ChecksumError, DataUnavailableEr
 from annotated.vit import (
     CIFAR10_CLASSES,
     PatchEmbedding,
+    ClassifierRecipe,
     SmallResNet,
-    TrainConfig,
     VisionTransformer,
     average_ranks,
     classification_metrics,
@@ -30,8 +29,8 @@ from annotated.vit import (
     predict,
     random_crop_flip,
     stratified_subset,
+    images_per_second,
     train_classifier,
-    train_or_load,
     warmup_cosine,
 )
 
@@ -252,91 +251,82 @@ def test_tiny_vit_overfits_tiny_batch():
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
     labels = torch.arange(20) % 5
     vit = tiny_vit()
-    cfg = TrainConfig(epochs=60, batch_size=20, lr=3e-3, weight_decay=0.0, warmup_frac=0.1,
-                      label_smoothing=0.0, crop_pad=0, flip=False, seed=0)
-    history = train_classifier(vit, images, labels, cfg, torch.device("cpu"))
-    assert history["steps"] == 60 and history["images_per_second"] > 0
-    assert history["loss"][0] > 1.4  # about ln 5 at the start
-    assert history["loss"][-1] < 0.1
+    cfg = ClassifierRecipe(epochs=60, batch_size=20, lr=3e-3, weight_decay=0.0, warmup_frac=0.1,
+                           label_smoothing=0.0, crop_pad=0, flip=False, seed=0)
+    history = train_classifier(vit, images, labels, cfg, device=torch.device("cpu"))
+    assert len(history["step_loss"]) == 60 and images_per_second(history) > 0
+    assert history["step_loss"][0] > 1.4  # about ln 5 at the start
+    assert history["step_loss"][-1] < 0.1
     assert (predict(vit, images).argmax(1) == labels).all()
 
 
 def test_train_rejects_empty_or_mismatched_data():
     with pytest.raises(ValueError, match="0 images, 0 labels"):
         train_classifier(tiny_vit(), torch.zeros(0, 3, 16, 16, dtype=torch.uint8),
-                         torch.zeros(0, dtype=torch.long), TrainConfig())
+                         torch.zeros(0, dtype=torch.long), ClassifierRecipe())
     with pytest.raises(ValueError, match="4 images, 3 labels"):
         train_classifier(tiny_vit(), torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
-                         torch.zeros(3, dtype=torch.long), TrainConfig())
+                         torch.zeros(3, dtype=torch.long), ClassifierRecipe())
 
 
-def test_train_or_load_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
+def test_train_classifier_loads_a_finished_run_and_refuses_other_settings(tmp_path):
+    """(Was train_or_load, which retrained silently: the one policy refuses, naming the field.)"""
     images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
     labels = torch.arange(10) % 5
-    cfg = TrainConfig(epochs=2, batch_size=5)
-    model_cfg = {"d_model": 24}
+    cfg = ClassifierRecipe(epochs=2, batch_size=5)
+    path, model_cfg = tmp_path / "t.smoke.pt", {"model": {"d_model": 24}}
     torch.manual_seed(0)
     a = tiny_vit()
-    first = train_or_load("t", a, model_cfg, cfg, images, labels, profile="smoke")
-    assert first["loaded_from"] is None and (tmp_path / "t.smoke.pt").exists()
+    first = train_classifier(a, images, labels, cfg, checkpoint=path, settings=model_cfg)
+    assert first["loaded_from"] is None and path.exists()
     b = tiny_vit()
-    second = train_or_load("t", b, model_cfg, cfg, images, labels, profile="smoke")
-    assert second["loaded_from"] and second["images_per_second"] == first["images_per_second"]
+    second = train_classifier(b, images, labels, cfg, checkpoint=path, settings=model_cfg)
+    assert second["loaded_from"] and images_per_second(second) == images_per_second(first)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    c = tiny_vit()
-    other = TrainConfig(epochs=1, batch_size=5)
-    third = train_or_load("t", c, model_cfg, other, images, labels, profile="smoke")
-    assert third["loaded_from"] is None  # a different training config is not silently loaded
+    other = ClassifierRecipe(epochs=1, batch_size=5)
+    with pytest.raises(CheckpointError, match=r"recipe.epochs: saved 2, wanted 1"):
+        train_classifier(tiny_vit(), images, labels, other, checkpoint=path, settings=model_cfg)
 
 
-def _resumable_vit_run(tmp_path, stop_after=None):
+def _resumable_vit_run(path, stop_after=None, verbose=False):
     """Three epochs of a tiny ViT with dropout and augmentation, from scratch in a 'new process'."""
     torch.manual_seed(0)
     pixels = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (30, 3, 16, 16), dtype=torch.uint8, generator=pixels)
     labels = torch.arange(30) % 5
-    cfg = TrainConfig(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
+    cfg = ClassifierRecipe(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
     vit = tiny_vit(dropout=0.2)
-    history = train_or_load("r", vit, {"dropout": 0.2}, cfg, images, labels, profile="smoke",
-                            stop_after=stop_after)
+    history = train_classifier(vit, images, labels, cfg, checkpoint=path, verbose=verbose,
+                               settings={"model": {"dropout": 0.2}}, stop_after=stop_after)
     return vit, history
 
 
-def test_interrupted_vit_training_resumes_to_the_same_weights(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path / "one_go"))
-    one_go, full = _resumable_vit_run(tmp_path)
-    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path / "split"))
-    _, first = _resumable_vit_run(tmp_path, stop_after=1)
-    assert not first["finished"] and len(first["loss"]) == 3  # one epoch of 3 steps
-    resumed, second = _resumable_vit_run(tmp_path)
-    assert "resuming r after epoch 1 of 3" in capsys.readouterr().out
-    assert second["finished"] and second["loss"] == full["loss"]
+def test_interrupted_vit_training_resumes_to_the_same_weights(tmp_path, capsys):
+    one_go, full = _resumable_vit_run(tmp_path / "one_go.pt")
+    _, first = _resumable_vit_run(tmp_path / "r.pt", stop_after=1)
+    assert not first["finished"] and len(first["step_loss"]) == 3  # one epoch of 3 steps
+    resumed, second = _resumable_vit_run(tmp_path / "r.pt", verbose=True)
+    assert "resuming r.pt after epoch 1" in capsys.readouterr().out
+    assert second["finished"] and second["step_loss"] == full["step_loss"]
     assert all(torch.equal(p, q) for p, q in zip(one_go.state_dict().values(), resumed.state_dict().values()))
-    again, third = _resumable_vit_run(tmp_path)  # finished: loaded, not trained
+    again, third = _resumable_vit_run(tmp_path / "r.pt")  # finished: loaded, not trained
     assert third["loaded_from"] and all(torch.equal(p, q) for p, q in
                                         zip(one_go.state_dict().values(), again.state_dict().values()))
 
 
-def test_train_classifier_refuses_a_finished_checkpoint_and_bad_stop_after(tmp_path, monkeypatch):
-    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
-    _resumable_vit_run(tmp_path)
+def test_train_classifier_refuses_bad_stop_after():
     images, labels = torch.zeros(30, 3, 16, 16, dtype=torch.uint8), torch.arange(30) % 5
-    cfg = TrainConfig(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
-    config = {"model": {"dropout": 0.2}, "train": asdict(cfg), "n_train": 30}
-    with pytest.raises(CheckpointError, match=r"r.smoke.pt holds a finished run"):
-        train_classifier(tiny_vit(dropout=0.2), images, labels, cfg, checkpoint_path=tmp_path / "r.smoke.pt",
-                         checkpoint_config=config)
-    with pytest.raises(ValueError, match=r"stop_after must be a positive number of epochs or None, got 0"):
+    cfg = ClassifierRecipe(epochs=3, batch_size=10, lr=3e-3, crop_pad=2, flip=True, seed=4)
+    with pytest.raises(ValueError, match=r"stop_after must be a positive whole number or None, got 0"):
         train_classifier(tiny_vit(), images, labels, cfg, stop_after=0)
 
 
-def test_a_corrupt_vit_checkpoint_is_replaced_with_a_reason(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path))
+def test_a_corrupt_vit_checkpoint_is_refused_by_name(tmp_path):
+    """(Was: replaced with a reason. The one policy refuses it; nothing is overwritten.)"""
     (tmp_path / "r.smoke.pt").write_bytes(b"cut off mid-write")
-    _, history = _resumable_vit_run(tmp_path)
-    assert history["finished"] and history["loaded_from"] is None
-    assert "retraining r (the checkpoint is replaced): " in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=r"r.smoke.pt is not a readable checkpoint"):
+        _resumable_vit_run(tmp_path / "r.smoke.pt")
+    assert (tmp_path / "r.smoke.pt").read_bytes() == b"cut off mid-write"
 
 
 # ---------------------------------------------------------------- metrics
