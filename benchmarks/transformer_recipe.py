@@ -17,8 +17,8 @@ import time
 import torch
 
 from annotated.plumbing import save_results, seed_everything
-from annotated.transformer import Transformer, noam_schedule, translate
 from annotated.training import TrainConfig, fit
+from annotated.transformer import Transformer, noam_schedule, translate
 from annotated.translation import (
     bleu_report,
     evaluate,

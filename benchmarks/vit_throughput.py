@@ -15,8 +15,14 @@ from dataclasses import replace
 import torch
 
 from annotated.plumbing import get_device, get_profile, save_results, seed_everything, timer
-from annotated.vit import (SmallResNet, VisionTransformer, cnn_recipe, images_per_second,
-                           train_classifier, vit_recipe)
+from annotated.vit import (
+    SmallResNet,
+    VisionTransformer,
+    cnn_recipe,
+    images_per_second,
+    train_classifier,
+    vit_recipe,
+)
 
 
 def throughput(model: torch.nn.Module, recipe, steps: int, device: torch.device) -> float:

@@ -282,8 +282,8 @@ def _test_ppl(model, data) -> float:
 
 def test_shipped_transformer_weights_load_and_reproduce_their_record(full_multi30k):
     """weights/05_transformer.full.int8.pt fits the full data and its recorded run, and scores like it."""
-    from annotated.transformer import Transformer
     from annotated.training import weights_config
+    from annotated.transformer import Transformer
     path, saved, record = _shipped("05_transformer.full.int8.pt", "05_transformer")
     settings = record["settings"]["model"]
     assert {k: saved["model"][k] for k in settings} == settings  # the weights are the recorded run's model

@@ -12,11 +12,11 @@ import functools
 import pytest
 import torch
 import torch.nn as nn
+from test_translation import _toy_data
 
 from annotated import plumbing as P
 from annotated import training as TR
 from annotated import translation as T
-from test_translation import _toy_data
 
 
 def _fit(model, loader, val, optimizer=None, config=None, scheduler=None, checkpoint=None,

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 from annotated.plumbing import CheckpointError, ChecksumError, DataUnavailableError, sha256_file
 from annotated.vit import (
     CIFAR10_CLASSES,
-    PatchEmbedding,
     ClassifierRecipe,
+    PatchEmbedding,
     SmallResNet,
     VisionTransformer,
     average_ranks,
     classification_metrics,
+    images_per_second,
     load_cifar10,
     normalize,
     one_vs_rest_auc,
@@ -29,7 +30,6 @@ from annotated.vit import (
     predict,
     random_crop_flip,
     stratified_subset,
-    images_per_second,
     train_classifier,
     warmup_cosine,
 )
