@@ -96,8 +96,13 @@ class Encoder(nn.Module):
 
 
 # %% book/03_seq2seq.md, code cell 7 (The decoder, and where attention enters)
+def _hidden(state) -> torch.Tensor:
+    """The hidden state s of an RNN state s or an LSTM state (s, c)."""
+    return state[0] if isinstance(state, tuple) else state
+
+
 class Decoder(nn.Module):
-    """One step of an RNN/LSTM decoder, optionally attending to the encoder outputs first."""
+    """One step of an RNN/LSTM decoder, optionally attending to the encoder outputs."""
 
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__()
@@ -115,43 +120,36 @@ class Decoder(nn.Module):
             self.out.weight = self.embedding.weight
         _init_embedding(self.embedding)
 
+    def step(self, emb: torch.Tensor, state, keys: torch.Tensor, mask: torch.Tensor,
+             projected_keys: torch.Tensor | None = None):
+        """One word: attend, then update the cell (weights are None without attention).
 
-# %% book/03_seq2seq.md, code cell 8 (The decoder, and where attention enters)
-def _hidden(state) -> torch.Tensor:
-    """The hidden state s of an RNN state s or an LSTM state (s, c)."""
-    return state[0] if isinstance(state, tuple) else state
+        emb (B, E), state, keys (B, S, H), mask (B, S) -> the new state, the features
+        [s_t; c_t] or s_t (B, F) and the attention weights (B, S).
+        """
+        context = weights = None
+        if self.cfg.attention == "cosine":
+            # (B, H), (B, S)
+            context, weights = cosine_attention(_hidden(state), keys, mask)
+        elif self.cfg.attention == "additive":
+            context, weights = self.attn(_hidden(state), keys, mask,
+                                         projected_keys=projected_keys)
+        if context is not None:
+            # ẽ_t = tanh(W_c [e_t; c_t])  (B, E)
+            emb = torch.tanh(self.combine(torch.cat([emb, context], dim=-1)))
+        state = self.cell(emb, state)
+        s = _hidden(state)  # (B, H)
+        features = s if context is None else torch.cat([s, context], dim=-1)  # (B, F)
+        return state, features, weights
 
-
-def _decoder_step(self, emb: torch.Tensor, state, keys: torch.Tensor, mask: torch.Tensor,
-                  projected_keys: torch.Tensor | None = None):
-    """emb (B, E), state, keys (B, S, H), mask (B, S) -> new state, features (B, F), weights (B, S) or None."""
-    context = weights = None
-    if self.cfg.attention == "cosine":
-        context, weights = cosine_attention(_hidden(state), keys, mask)  # (B, H), (B, S)
-    elif self.cfg.attention == "additive":
-        context, weights = self.attn(_hidden(state), keys, mask, projected_keys=projected_keys)
-    if context is not None:
-        emb = torch.tanh(self.combine(torch.cat([emb, context], dim=-1)))  # ẽ_t (B, E)
-    state = self.cell(emb, state)
-    s = _hidden(state)  # (B, H)
-    features = s if context is None else torch.cat([s, context], dim=-1)  # (B, F)
-    return state, features, weights
-
-
-Decoder.step = _decoder_step
-
-
-# %% book/03_seq2seq.md, code cell 9 (The decoder, and where attention enters)
-def _decoder_logits(self, features: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """features (..., F), input embeddings (..., E) -> logits (..., V)."""
-    hidden = torch.tanh(self.pre_out(torch.cat([self.dropout(features), emb], dim=-1)))  # (..., E)
-    return self.out(self.dropout(hidden))  # (..., V)
+    def logits(self, features: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """features (..., F), input embeddings (..., E) -> logits (..., V)."""
+        x = torch.cat([self.dropout(features), emb], dim=-1)  # [s_t; c_t; e_t]
+        hidden = torch.tanh(self.pre_out(x))  # (..., E)
+        return self.out(self.dropout(hidden))  # (..., V)
 
 
-Decoder.logits = _decoder_logits
-
-
-# %% book/03_seq2seq.md, code cell 10 (The encoder-decoder)
+# %% book/03_seq2seq.md, code cell 9 (The encoder-decoder)
 class Seq2Seq(nn.Module):
     """Encoder-decoder translator with an RNN or LSTM cell and optional attention."""
 
@@ -162,15 +160,87 @@ class Seq2Seq(nn.Module):
         self.decoder = Decoder(cfg)
 
     def encode(self, src: torch.Tensor):
-        """Check src and run the encoder: keys (B, S, H), mask (B, S), state, projected keys or None."""
+        """Check src and run the encoder.
+
+        Returns keys (B, S, H), mask (B, S), state, projected keys (B, S, H) or None.
+        """
         _check_src(src, self.cfg)
         keys, state = self.encoder(src)
         mask = padding_mask(src, self.cfg.pad_idx)  # (B, S), True at real tokens
-        projected = self.decoder.attn.project_keys(keys) if self.decoder.attn is not None else None
+        attn = self.decoder.attn
+        projected = attn.project_keys(keys) if attn is not None else None  # W_k k_j
         return keys, mask, state, projected
 
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor,
+                teacher_forcing: float = 1.0) -> torch.Tensor:
+        """src (B, S), tgt_in = <sos> y_1 .. y_{T-1} (B, T) -> logits (B, T, V)."""
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing is a probability in [0, 1], "
+                             f"got {teacher_forcing}")
+        keys, mask, state, projected = self.encode(src)
+        _check_tgt(tgt_in, src, self.cfg)
+        dec, (B, T) = self.decoder, tgt_in.shape
+        if teacher_forcing >= 1.0:
+            embs = dec.dropout(dec.embedding(tgt_in))  # (B, T, E)
+            features = []
+            for t in range(T):
+                state, f, _ = dec.step(embs[:, t], state, keys, mask, projected)
+                features.append(f)
+            return dec.logits(torch.stack(features, dim=1), embs)  # (B, T, V)
+        logits, y_prev = [], tgt_in[:, 0]
+        for t in range(T):
+            emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
+            state, f, _ = dec.step(emb, state, keys, mask, projected)
+            logits.append(dec.logits(f, emb))  # (B, V)
+            if t + 1 < T:
+                guess = logits[-1].argmax(-1)  # (B,)
+                use_reference = torch.rand(B, device=src.device) < teacher_forcing
+                y_prev = torch.where(use_reference, tgt_in[:, t + 1], guess)  # (B,)
+        return torch.stack(logits, dim=1)  # (B, T, V)
 
-# %% book/03_seq2seq.md, code cell 11 (The encoder-decoder)
+    def _run_free(self, src: torch.Tensor, steps: int, stop_at_eos: bool):
+        """Greedy loop, the model reading its own argmax, for `steps` steps at most.
+
+        Returns logits (B, L, V), tokens (B, L) with <pad> after each <eos>, and the
+        attention weights (B, L, S) or None.
+        """
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError("the number of decoding steps must be a positive int, "
+                             f"got {steps!r}")
+        keys, mask, state, projected = self.encode(src)
+        dec, B, pad = self.decoder, src.size(0), self.cfg.pad_idx
+        y_prev = torch.full((B,), self.cfg.sos_idx, dtype=torch.long, device=src.device)
+        finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # (B,)
+        logits, tokens, weights = [], [], []
+        for _ in range(steps):
+            emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
+            state, f, w = dec.step(emb, state, keys, mask, projected)
+            logits.append(dec.logits(f, emb))  # (B, V)
+            y_prev = logits[-1].argmax(-1)  # (B,)
+            tokens.append(y_prev.masked_fill(finished, pad))
+            weights.append(w)
+            finished = finished | (y_prev == self.cfg.eos_idx)
+            if stop_at_eos and bool(finished.all()):
+                break
+        attn = torch.stack(weights, dim=1) if weights[0] is not None else None
+        return torch.stack(logits, dim=1), torch.stack(tokens, dim=1), attn
+
+    def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
+        """Logits (B, tgt_len, V) while the decoder reads its own greedy output."""
+        return self._run_free(src, tgt_len, stop_at_eos=False)[0]
+
+    @torch.no_grad()
+    def greedy_decode(self, src: torch.Tensor, max_len: int,
+                      return_attention: bool = False):
+        """Token ids (B, L <= max_len), <pad> after each sentence's <eos>.
+
+        With return_attention, also the attention weights (B, L, S) (None without).
+        """
+        _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
+        return (tokens, attn) if return_attention else tokens
+
+
+# %% book/03_seq2seq.md, code cell 10 (The encoder-decoder)
 def _check_src(src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
     if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.dtype != torch.long:
         desc = f"{src.dtype} tensor of shape {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
@@ -195,78 +265,7 @@ def _check_tgt(tgt_in: torch.Tensor, src: torch.Tensor, cfg: Seq2SeqConfig) -> N
         raise ValueError(f"tgt_in ids must be in [0, {cfg.tgt_vocab}), got max {int(tgt_in.max())}")
 
 
-# %% book/03_seq2seq.md, code cell 12 (The encoder-decoder)
-def _forward(self, src: torch.Tensor, tgt_in: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
-    """src (B, S), tgt_in = <sos> y_1 .. y_{T-1} (B, T) -> logits (B, T, V)."""
-    if not 0.0 <= teacher_forcing <= 1.0:
-        raise ValueError(f"teacher_forcing is a probability in [0, 1], got {teacher_forcing}")
-    keys, mask, state, projected = self.encode(src)
-    _check_tgt(tgt_in, src, self.cfg)
-    dec, (B, T) = self.decoder, tgt_in.shape
-    if teacher_forcing >= 1.0:
-        embs = dec.dropout(dec.embedding(tgt_in))  # (B, T, E)
-        features = []
-        for t in range(T):
-            state, f, _ = dec.step(embs[:, t], state, keys, mask, projected)
-            features.append(f)
-        return dec.logits(torch.stack(features, dim=1), embs)  # (B, T, V)
-    logits, y_prev = [], tgt_in[:, 0]
-    for t in range(T):
-        emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
-        state, f, _ = dec.step(emb, state, keys, mask, projected)
-        logits.append(dec.logits(f, emb))  # (B, V)
-        if t + 1 < T:
-            use_reference = torch.rand(B, device=src.device) < teacher_forcing  # (B,)
-            y_prev = torch.where(use_reference, tgt_in[:, t + 1], logits[-1].argmax(-1))
-    return torch.stack(logits, dim=1)  # (B, T, V)
-
-
-Seq2Seq.forward = _forward
-
-
-# %% book/03_seq2seq.md, code cell 13 (The encoder-decoder)
-def _run_free(self, src: torch.Tensor, steps: int, stop_at_eos: bool):
-    """Greedy loop: logits (B, L, V), tokens (B, L) with <pad> after each <eos>, weights (B, L, S) or None."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"the number of decoding steps must be a positive int, got {steps!r}")
-    keys, mask, state, projected = self.encode(src)
-    dec, B = self.decoder, src.size(0)
-    y_prev = torch.full((B,), self.cfg.sos_idx, dtype=torch.long, device=src.device)  # (B,)
-    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
-    logits, tokens, weights = [], [], []
-    for _ in range(steps):
-        emb = dec.dropout(dec.embedding(y_prev))  # (B, E)
-        state, f, w = dec.step(emb, state, keys, mask, projected)
-        logits.append(dec.logits(f, emb))  # (B, V)
-        y_prev = logits[-1].argmax(-1)  # (B,)
-        tokens.append(y_prev.masked_fill(finished, self.cfg.pad_idx))
-        weights.append(w)
-        finished = finished | (y_prev == self.cfg.eos_idx)
-        if stop_at_eos and bool(finished.all()):
-            break
-    attn = torch.stack(weights, dim=1) if weights[0] is not None else None
-    return torch.stack(logits, dim=1), torch.stack(tokens, dim=1), attn
-
-
-# %% book/03_seq2seq.md, code cell 14 (The encoder-decoder)
-def _free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-    """Logits (B, tgt_len, V) while the decoder reads its own greedy output (never the reference)."""
-    return self._run_free(src, tgt_len, stop_at_eos=False)[0]
-
-
-@torch.no_grad()
-def _greedy_decode(self, src: torch.Tensor, max_len: int, return_attention: bool = False):
-    """Token ids (B, L <= max_len), <pad> after each sentence's <eos>; with return_attention also (B, L, S)."""
-    _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
-    return (tokens, attn) if return_attention else tokens
-
-
-Seq2Seq._run_free = _run_free
-Seq2Seq.free_running_logits = _free_running_logits
-Seq2Seq.greedy_decode = _greedy_decode
-
-
-# %% book/03_seq2seq.md, code cell 17 (Training the four models)
+# %% book/03_seq2seq.md, code cell 14 (Training the four models)
 @dataclass
 class RecipeConfig:
     """How a Seq2Seq model is trained (on top of the training appendix's TrainConfig)."""
@@ -302,7 +301,7 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
 
 
-# %% book/03_seq2seq.md, code cell 22 (Measuring them)
+# %% book/03_seq2seq.md, code cell 19 (Measuring them)
 @torch.no_grad()
 def translate(model: Seq2Seq, dataset: TranslationDataset, tgt_vocab: Vocab, max_tokens: int = 4000,
               extra_steps: int = 10) -> tuple[list[list[str]], float]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from annotated.plumbing import CheckpointError, distributed_env, fetch, load_compact
+from annotated.plumbing import distributed_env, fetch
 from annotated.training import model_device
 
 
@@ -126,7 +126,8 @@ class Vocab:
     def __init__(self, itos: Sequence[str]):
         itos = list(itos)
         if tuple(itos[:4]) != SPECIALS:
-            raise ValueError(f"a Vocab must start with {SPECIALS}, got {tuple(itos[:4])}")
+            raise ValueError(f"a Vocab must start with {SPECIALS}, "
+                             f"got {tuple(itos[:4])}")
         if len(set(itos)) != len(itos):
             dupes = sorted(t for t, n in Counter(itos).items() if n > 1)
             raise ValueError(f"duplicate tokens in vocabulary: {dupes[:10]}")
@@ -135,7 +136,7 @@ class Vocab:
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], min_freq: int = 2) -> "Vocab":
-        """Every token seen at least `min_freq` times, by frequency then alphabetically."""
+        """Tokens seen at least `min_freq` times, by frequency then alphabetically."""
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
         counts = Counter(tok for tokens in token_lists for tok in tokens)
@@ -152,98 +153,70 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab({len(self)} tokens: {self.itos[4:9]}...)"
 
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Token ids; tokens not in the vocabulary become <unk>."""
+        if isinstance(tokens, str):
+            raise TypeError("encode expects a list of tokens, not a str "
+                            "(tokenize it first)")
+        return [self.stoi.get(tok, UNK_IDX) for tok in tokens]
 
-# %% book/02_translation.md, code cell 14 (The vocabulary)
-def _encode(self, tokens: Sequence[str]) -> list[int]:
-    """Token ids; tokens not in the vocabulary become <unk>."""
-    if isinstance(tokens, str):
-        raise TypeError("encode expects a list of tokens, not a str (tokenize it first)")
-    return [self.stoi.get(tok, UNK_IDX) for tok in tokens]
+    def decode(self, ids: Sequence[int] | torch.Tensor,
+               strip_specials: bool = True) -> list[str]:
+        """Tokens of `ids`; strip_specials: stop at first <eos>, drop <sos>/<pad>."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError("decode expects a 1-D sequence of ids, "
+                                 f"got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        bad = [i for i in ids if not 0 <= i < len(self.itos)]
+        if bad:
+            raise ValueError(f"ids {bad[:5]} out of range for a vocabulary of "
+                             f"{len(self.itos)} tokens")
+        if not strip_specials:
+            return [self.itos[i] for i in ids]
+        out = []
+        for i in ids:
+            if i == EOS_IDX:
+                break
+            if i not in (SOS_IDX, PAD_IDX):
+                out.append(self.itos[i])
+        return out
 
+    def decode_batch(self, ids: torch.Tensor,
+                     strip_specials: bool = True) -> list[list[str]]:
+        """decode() for each row of a (B, T) tensor of ids."""
+        if ids.dim() != 2:
+            raise ValueError("decode_batch expects (B, T) ids, "
+                             f"got shape {tuple(ids.shape)}")
+        return [self.decode(row, strip_specials) for row in ids]
 
-def _decode(self, ids: Sequence[int] | torch.Tensor, strip_specials: bool = True) -> list[str]:
-    """Tokens of `ids`; with strip_specials, stop at the first <eos> and drop <sos>/<pad>."""
-    if isinstance(ids, torch.Tensor):
-        if ids.dim() != 1:
-            raise ValueError(f"decode expects a 1-D sequence of ids, got shape {tuple(ids.shape)}")
-        ids = ids.tolist()
-    bad = [i for i in ids if not 0 <= i < len(self.itos)]
-    if bad:
-        raise ValueError(f"ids {bad[:5]} out of range for a vocabulary of {len(self.itos)} tokens")
-    if not strip_specials:
-        return [self.itos[i] for i in ids]
-    out = []
-    for i in ids:
-        if i == EOS_IDX:
-            break
-        if i not in (SOS_IDX, PAD_IDX):
-            out.append(self.itos[i])
-    return out
+    def save(self, path: str | Path) -> Path:
+        """Write the vocabulary as JSON (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        payload = {"format": "annotated.Vocab/1", "itos": self.itos}
+        tmp.write_text(json.dumps(payload, ensure_ascii=False))
+        os.replace(tmp, path)
+        return path
 
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        """Read a vocabulary written by save()."""
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+            itos = payload["itos"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a saved Vocab "
+                             f"({type(err).__name__}: {err})") from None
+        return cls(itos)
 
-def _decode_batch(self, ids: torch.Tensor, strip_specials: bool = True) -> list[list[str]]:
-    """decode() for each row of a (B, T) tensor of ids."""
-    if ids.dim() != 2:
-        raise ValueError(f"decode_batch expects (B, T) ids, got shape {tuple(ids.shape)}")
-    return [self.decode(row, strip_specials) for row in ids]
-
-
-Vocab.encode, Vocab.decode, Vocab.decode_batch = _encode, _decode, _decode_batch
-
-
-# %% book/02_translation.md, code cell 15 (The vocabulary)
-def _save(self, path: str | Path) -> Path:
-    """Write the vocabulary as JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps({"format": "annotated.Vocab/1", "itos": self.itos}, ensure_ascii=False))
-    os.replace(tmp, path)
-    return path
-
-
-def _load(cls, path: str | Path) -> "Vocab":
-    """Read a vocabulary written by save()."""
-    try:
-        payload = json.loads(Path(path).read_text(encoding="utf-8"))
-        itos = payload["itos"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a saved Vocab ({type(err).__name__}: {err})") from None
-    return cls(itos)
-
-
-Vocab.save, Vocab.load = _save, classmethod(_load)
-
-
-# %% book/02_translation.md, code cell 16 (The vocabulary)
-def _digest(self) -> str:
-    """A short fingerprint of the vocabulary: the sha256 of its words in id order (16 hex digits)."""
-    return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
+    def digest(self) -> str:
+        """A short fingerprint: the sha256 of the words in id order (16 hex digits)."""
+        return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
 
 
-Vocab.digest = _digest
-
-
-def weights_config(model_settings: dict, src_vocab: Vocab, tgt_vocab: Vocab) -> dict:
-    """The configuration shipped weights are checked against: the model's settings and both vocabularies."""
-    return {"model": model_settings, "src_vocab": src_vocab.digest(), "tgt_vocab": tgt_vocab.digest()}
-
-
-def load_shipped(path: str | Path, model: nn.Module, model_settings: dict, src_vocab: Vocab,
-                 tgt_vocab: Vocab) -> nn.Module | None:
-    """model with the shipped weights at path, or None, printing why, when the file is missing or refused."""
-    path = Path(path)
-    if not path.exists():
-        print(f"no weights/{path.name}")
-        return None
-    try:
-        return load_compact(path, model, weights_config(model_settings, src_vocab, tgt_vocab))
-    except CheckpointError as err:
-        print("refused:", str(err).replace(str(path), f"weights/{path.name}")[:400])
-        return None
-
-
-# %% book/02_translation.md, code cell 20 (From sentences to tensors)
+# %% book/02_translation.md, code cell 18 (From sentences to tensors)
 class TranslationDataset(Dataset):
     """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""
 
@@ -264,7 +237,7 @@ class TranslationDataset(Dataset):
         return f"TranslationDataset({len(self)} pairs, skipped {self.skipped})"
 
 
-# %% book/02_translation.md, code cell 21 (From sentences to tensors)
+# %% book/02_translation.md, code cell 19 (From sentences to tensors)
 def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
                  max_len: int | None = None, overlong: str = "drop",
                  src_tokenize: Callable[[str], list[str]] = tokenize_de,
@@ -292,7 +265,7 @@ def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
     return TranslationDataset(src, tgt, index, skipped)
 
 
-# %% book/02_translation.md, code cell 23 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 21 (Padding, and how much of it bucketing saves)
 def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
               pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (src, tgt) id lists into two LongTensors (B, S) and (B, T), padded at the end."""
@@ -308,7 +281,7 @@ def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
     return out[0], out[1]
 
 
-# %% book/02_translation.md, code cell 24 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 22 (Padding, and how much of it bucketing saves)
 class TokenBatchSampler(Sampler[list[int]]):
     """Batches of example indices with B * max(S, T) <= max_tokens, optionally length-bucketed."""
 
@@ -368,7 +341,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         return len(self.batches(self.epoch))
 
 
-# %% book/02_translation.md, code cell 25 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 23 (Padding, and how much of it bucketing saves)
 def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True, seed: int = 0,
                 bucket: bool = True, shard: bool | None = None) -> DataLoader:
     """A DataLoader of (src (B, S), tgt (B, T)) LongTensor batches under a token budget."""
@@ -388,7 +361,7 @@ def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return pads / total
 
 
-# %% book/02_translation.md, code cell 29 (A bundle for the later chapters)
+# %% book/02_translation.md, code cell 27 (A bundle for the later chapters)
 @dataclass
 class TranslationData:
     """Multi30k de->en ready to batch: raw pairs, vocabularies and datasets per split."""
@@ -419,7 +392,7 @@ def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
                            pairs["train"], pairs["val"], pairs["test"])
 
 
-# %% book/02_translation.md, code cell 30 (The loss, and perplexity)
+# %% book/02_translation.md, code cell 28 (The loss, and perplexity)
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PAD_IDX,
                   label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(loss to optimise: mean over non-pad tokens, summed plain CE, number of non-pad tokens)."""
@@ -446,7 +419,7 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(mean) if mean < 709.0 else math.inf  # exp(709.8) is the largest double
 
 
-# %% book/02_translation.md, code cell 33 (One training step, written out)
+# %% book/02_translation.md, code cell 31 (One training step, written out)
 def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                          label_smoothing: float = 0.0,
                          pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, float, int]:
@@ -458,7 +431,7 @@ def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tens
     return loss, float(nll_sum), n
 
 
-# %% book/02_translation.md, code cell 34 (One training step, written out)
+# %% book/02_translation.md, code cell 32 (One training step, written out)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
              pad_idx: int = PAD_IDX) -> dict:
@@ -475,7 +448,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 35 (Free-running perplexity)
+# %% book/02_translation.md, code cell 33 (Free-running perplexity)
 @torch.no_grad()
 def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
                             pad_idx: int = PAD_IDX) -> dict:
@@ -502,7 +475,7 @@ def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: in
     return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 36 (The loss curves)
+# %% book/02_translation.md, code cell 34 (The loss curves)
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch; the best epoch is marked."""
     import matplotlib.pyplot as plt
@@ -529,7 +502,7 @@ def plot_history(history: dict, title: str | None = None):
     return fig
 
 
-# %% book/02_translation.md, code cell 37 (BLEU, two ways)
+# %% book/02_translation.md, code cell 35 (BLEU, two ways)
 def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
     """Case-insensitive corpus sacreBLEU of detokenised hypotheses vs raw references: (score, signature)."""
     from sacrebleu.metrics import BLEU
@@ -543,7 +516,7 @@ def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tu
     return score.score, str(bleu.get_signature())
 
 
-# %% book/02_translation.md, code cell 38 (BLEU, two ways)
+# %% book/02_translation.md, code cell 36 (BLEU, two ways)
 def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU on given tokens (no tokenizer, no smoothing): the tutorials' 'tokenised BLEU'."""
     from sacrebleu.metrics import BLEU
@@ -560,7 +533,7 @@ def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Seq
     return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
 
 
-# %% book/02_translation.md, code cell 39 (BLEU, two ways)
+# %% book/02_translation.md, code cell 37 (BLEU, two ways)
 def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, str]]) -> dict:
     """Both BLEUs of English hypotheses (token lists) against the raw references of `pairs`."""
     references = [en for _, en in pairs]
@@ -569,7 +542,7 @@ def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, 
             "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
 
 
-# %% book/02_translation.md, code cell 41 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 39 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
     """Baseline: predict each target word from the previous one and the mean source embedding."""
 

@@ -253,11 +253,11 @@ class PatchEmbedding(nn.Module):
 
 # %% book/06_vit.md, code cell 21 (The Vision Transformer)
 class VisionTransformer(nn.Module):
-    """ViT: patch embedding + class token + learned positions + pre-norm encoder + linear head."""
+    """ViT: patch embedding, class token, learned positions, pre-norm encoder, head."""
 
     def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3,
-                 num_classes: int = 10, d_model: int = 128, depth: int = 6, n_heads: int = 4,
-                 d_ff: int = 256, dropout: float = 0.0):
+                 num_classes: int = 10, d_model: int = 128, depth: int = 6,
+                 n_heads: int = 4, d_ff: int = 256, dropout: float = 0.0):
         super().__init__()
         self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
         n_tokens = self.patch_embed.grid_size ** 2 + 1  # patches + the class token
@@ -265,58 +265,46 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d_model) * 0.02)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, norm_first=True, activation="gelu")
+            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, norm_first=True,
+                         activation="gelu")
             for _ in range(depth))
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """z_0: (B, C, H, W) -> (B, 1 + N, d) tokens with class token and positions."""
+        patches = self.patch_embed(images)  # (B, N, d)
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, d)
+        z0 = torch.cat([cls, patches], dim=1) + self.pos_embed  # (B, 1+N, d)
+        return self.dropout(z0)
 
-# %% book/06_vit.md, code cell 22 (The Vision Transformer)
-def _vit_embed(self, images: torch.Tensor) -> torch.Tensor:
-    """z_0: (B, C, H, W) -> (B, 1 + N, d) tokens with class token and positions."""
-    patches = self.patch_embed(images)  # (B, N, d)
-    cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, d)
-    return self.dropout(torch.cat([cls, patches], dim=1) + self.pos_embed)  # (B, 1+N, d)
+    def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[z_0, z_1, ..., z_L], each (B, 1 + N, d)."""
+        states = [self.embed(images)]
+        for layer in self.layers:
+            states.append(layer(states[-1]))
+        return states
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> class logits (B, num_classes)."""
+        z = self.embed(images)
+        for layer in self.layers:
+            z = layer(z)  # (B, 1+N, d)
+        return self.head(self.norm(z[:, 0]))  # y = head(LN(z_L^0)), class token only
 
-def _vit_hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
-    """[z_0, z_1, ..., z_L], each (B, 1 + N, d)."""
-    states = [self.embed(images)]
-    for layer in self.layers:
-        states.append(layer(states[-1]))
-    return states
-
-
-def _vit_forward(self, images: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> class logits (B, num_classes)."""
-    z = self.embed(images)
-    for layer in self.layers:
-        z = layer(z)  # (B, 1+N, d)
-    return self.head(self.norm(z[:, 0]))  # the class token only
-
-
-VisionTransformer.embed = _vit_embed
-VisionTransformer.hidden_states = _vit_hidden_states
-VisionTransformer.forward = _vit_forward
-
-
-# %% book/06_vit.md, code cell 23 (The Vision Transformer)
-@torch.no_grad()
-def _vit_attention_maps(self, images: torch.Tensor) -> torch.Tensor:
-    """Attention weights of every layer for `images`: (L, B, heads, 1+N, 1+N)."""
-    was_training = self.training
-    self.eval()
-    try:
-        self(images)
-        return torch.stack([layer.self_attn.attn for layer in self.layers])
-    finally:
-        self.train(was_training)
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every layer for `images`: (L, B, heads, 1+N, 1+N)."""
+        was_training = self.training
+        self.eval()
+        try:
+            self(images)
+            return torch.stack([layer.self_attn.attn for layer in self.layers])
+        finally:
+            self.train(was_training)
 
 
-VisionTransformer.attention_maps = _vit_attention_maps
-
-
-# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 23 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
 class ClassifierRecipe:
     """How an image classifier is trained: length, optimiser, schedule, augmentation."""
@@ -341,7 +329,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 24 (Training: AdamW, warm-up and cosine, label smoothing)
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
@@ -376,7 +364,7 @@ class AugmentedBatches:
         self.generator.set_state(state["generator"])
 
 
-# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
 def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                     label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
     """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
@@ -385,7 +373,7 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
     return loss, loss.item() * len(labels), len(labels)
 
 
-# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
@@ -411,7 +399,7 @@ def images_per_second(history: dict) -> float:
     return sum(history["items"]) / max(sum(history["seconds"]), 1e-9)
 
 
-# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -426,7 +414,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 28 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
@@ -452,7 +440,7 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 29 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, top-5, macro precision/recall/F1, one-vs-rest AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
@@ -473,7 +461,7 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
             "per_class_accuracy": recall.tolist(), "auc": auc.tolist(), "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
+# %% book/06_vit.md, code cell 31 (Recipes and checkpoints)
 def vit_recipe(profile: str) -> dict:
     """Model settings, training recipe and training-set size of the ViT for a profile."""
     model = by_profile(
@@ -490,7 +478,7 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 41 (Inductive bias, measured: a small CNN with the same budget)
+# %% book/06_vit.md, code cell 39 (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip connection (1x1 conv when the shape changes)."""
 
@@ -508,7 +496,7 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 42 (Inductive bias, measured: a small CNN with the same budget)
+# %% book/06_vit.md, code cell 40 (Inductive bias, measured: a small CNN with the same budget)
 class SmallResNet(nn.Module):
     """A small ResNet for 32x32 images: stem, one residual block per stage, pooling, linear head."""
 
@@ -534,7 +522,7 @@ class SmallResNet(nn.Module):
         return self.head(self.hidden_states(images)[-1].mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 43 (Inductive bias, measured: a small CNN with the same budget)
+# %% book/06_vit.md, code cell 41 (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)
