@@ -7,12 +7,14 @@
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annotated.attention import MultiHeadAttention, copy_from_torch_mha
+from annotated.attention import (
+    MultiHeadAttention, causal_mask, copy_from_torch_mha, padding_mask)
 
 
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
@@ -168,38 +170,57 @@ def copy_encoder_layer_from_torch(ours: EncoderLayer, theirs: nn.TransformerEnco
 
 
 # %% book/05_transformer.md, code cell 15 (The course's encoder-only translator)
-class EncoderOnlyTranslator(nn.Module):
-    """The course's encoder-only translator: encoder over the source, then a position-wise projection."""
+@dataclass
+class EncoderOnlyConfig:
+    """Sizes and choices of the course's encoder-only translator."""
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 128, n_heads: int = 2,
-                 n_layers: int = 2, d_ff: int = 512, dropout: float = 0.1, norm_first: bool = False,
-                 *, pad_idx: int = 1, max_len: int = 256, learned_positions: bool = True):
+    src_vocab: int  # German vocabulary size V_src
+    tgt_vocab: int  # English vocabulary size V
+    d_model: int = 128  # width of every residual stream
+    n_heads: int = 2  # h, attention heads per layer; d_k = d_model / h
+    n_layers: int = 2  # N, encoder layers
+    d_ff: int = 512  # inner width of the feed-forward networks
+    dropout: float = 0.1  # on positions, attention weights and sub-layer outputs
+    norm_first: bool = False  # pre-norm (True) or the paper's post-norm (False)
+    pad_idx: int = 1  # id of <pad> in both vocabularies (chapter 2's numbering)
+    max_len: int = 256  # longest sequence the position table covers
+    learned_positions: bool = True  # a learned table (the course's), not the sinusoids
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+
+
+# %% book/05_transformer.md, code cell 16 (The course's encoder-only translator)
+class EncoderOnlyTranslator(nn.Module):
+    """The course's translator: an encoder, then a projection at every position."""
+
+    def __init__(self, cfg: EncoderOnlyConfig):
         super().__init__()
-        self.config = dict(kind="encoder-only", src_vocab=src_vocab, tgt_vocab=tgt_vocab,
-                           d_model=d_model, n_heads=n_heads, n_layers=n_layers, d_ff=d_ff,
-                           dropout=dropout, norm_first=norm_first, pad_idx=pad_idx,
-                           max_len=max_len, learned_positions=learned_positions)
-        self.pad_idx = pad_idx
-        self.src_embed = TokenEmbedding(src_vocab, d_model)
-        self.positions = PositionalEncoding(d_model, max_len, dropout, learned_positions)
-        self.encoder = Encoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first)
-        self.generator = nn.Linear(d_model, tgt_vocab)
+        self.cfg, self.pad_idx = cfg, cfg.pad_idx  # pad_idx: read by the decoders
+        self.src_embed = TokenEmbedding(cfg.src_vocab, cfg.d_model)
+        self.positions = PositionalEncoding(cfg.d_model, cfg.max_len, cfg.dropout,
+                                            cfg.learned_positions)
+        self.encoder = Encoder(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.n_layers,
+                               cfg.dropout, cfg.norm_first)
+        self.generator = nn.Linear(cfg.d_model, cfg.tgt_vocab)
 
     def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-        """Logits for `tgt_len` target positions (B, tgt_len, V); they never depend on the target."""
+        """Logits (B, tgt_len, V) for `tgt_len` target positions; no target is read."""
         S = src.size(1)
-        if S < tgt_len:  # pad the source so that there is one output position per target word
+        if S < tgt_len:  # pad the source: one output position per target word
             src = F.pad(src, (0, tgt_len - S), value=self.pad_idx)
-        mask = (src != self.pad_idx)[:, None, None, :]  # (B, 1, 1, max(S, T))
-        h = self.encoder(self.positions(self.src_embed(src)), mask)
-        return self.generator(h[:, :tgt_len])  # (B, T, V)
+        x = self.positions(self.src_embed(src))  # (B, max(S, T), d_model)
+        mask = padding_mask(src, self.pad_idx)[:, None, None, :]  # (B, 1, 1, max(S, T))
+        return self.generator(self.encoder(x, mask)[:, :tgt_len])  # (B, T, V)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V): the target is used only for its length."""
         return self.free_running_logits(src, tgt.size(1))
 
 
-# %% book/05_transformer.md, code cell 17 (The decoder)
+# %% book/05_transformer.md, code cell 18 (The decoder)
 class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention to the memory, feed-forward; each with residual + LayerNorm."""
 
@@ -246,47 +267,65 @@ class Decoder(nn.Module):
         return self.norm(y)
 
 
-# %% book/05_transformer.md, code cell 19 (The full encoder-decoder)
+# %% book/05_transformer.md, code cell 20 (The full encoder-decoder)
 def source_mask(src: torch.Tensor, pad_idx: int) -> torch.Tensor:
     """(B, 1, 1, S) boolean mask, True where the source token is not padding."""
-    return (src != pad_idx)[:, None, None, :]
+    return padding_mask(src, pad_idx)[:, None, None, :]
 
 
 def target_mask(tgt: torch.Tensor, pad_idx: int) -> torch.Tensor:
     """(B, 1, T, T) boolean mask: causal and no padding keys."""
-    T = tgt.size(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=tgt.device).tril()  # (T, T)
-    return causal[None, None] & (tgt != pad_idx)[:, None, None, :]
+    causal = causal_mask(tgt.size(1), tgt.device)  # (T, T), True where j <= i
+    return causal[None, None] & padding_mask(tgt, pad_idx)[:, None, None, :]
 
 
-# %% book/05_transformer.md, code cell 20 (The full encoder-decoder)
+# %% book/05_transformer.md, code cell 21 (The full encoder-decoder)
+@dataclass
+class TransformerConfig:
+    """Sizes and choices of the encoder-decoder Transformer."""
+
+    src_vocab: int  # German vocabulary size V_src
+    tgt_vocab: int  # English vocabulary size V
+    d_model: int = 256  # width of every residual stream
+    n_heads: int = 8  # h, attention heads per layer; d_k = d_model / h
+    n_layers: int = 3  # N, layers of the encoder and, as many, of the decoder
+    d_ff: int = 1024  # inner width of the feed-forward networks
+    dropout: float = 0.1  # on positions, attention weights and sub-layer outputs
+    norm_first: bool = False  # pre-norm (True) or the paper's post-norm (False)
+    pad_idx: int = 1  # id of <pad> in both vocabularies (chapter 2's numbering)
+    sos_idx: int = 2  # id of <sos>, the decoder's first input when it generates
+    max_len: int = 256  # longest sentence the position tables cover
+    learned_positions: bool = False  # learned position tables instead of sinusoids
+    tie_embeddings: bool = False  # the generator shares the target embedding matrix
+    activation: str = "relu"  # of the feed-forward networks: "relu" or "gelu"
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+
+
+# %% book/05_transformer.md, code cell 22 (The full encoder-decoder)
 class Transformer(nn.Module):
     """The encoder-decoder Transformer of Vaswani et al. (2017), batch-first."""
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, n_heads: int = 8,
-                 n_layers: int = 3, d_ff: int = 1024, dropout: float = 0.1, norm_first: bool = False,
-                 *, pad_idx: int = 1, sos_idx: int = 2, max_len: int = 256,
-                 learned_positions: bool = False, tie_embeddings: bool = False,
-                 n_decoder_layers: int | None = None, activation: str = "relu"):
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        n_dec = n_layers if n_decoder_layers is None else n_decoder_layers
-        self.config = dict(kind="encoder-decoder", src_vocab=src_vocab, tgt_vocab=tgt_vocab,
-                           d_model=d_model, n_heads=n_heads, n_layers=n_layers, d_ff=d_ff,
-                           dropout=dropout, norm_first=norm_first, pad_idx=pad_idx, sos_idx=sos_idx,
-                           max_len=max_len, learned_positions=learned_positions,
-                           tie_embeddings=tie_embeddings, n_decoder_layers=n_dec,
-                           activation=activation)
-        self.pad_idx, self.sos_idx = pad_idx, sos_idx
-        self.src_embed = TokenEmbedding(src_vocab, d_model)
-        self.tgt_embed = TokenEmbedding(tgt_vocab, d_model)
-        self.src_positions = PositionalEncoding(d_model, max_len, dropout, learned_positions)
-        self.tgt_positions = PositionalEncoding(d_model, max_len, dropout, learned_positions)
-        self.encoder = Encoder(d_model, n_heads, d_ff, n_layers, dropout, norm_first, activation)
-        self.decoder = Decoder(d_model, n_heads, d_ff, n_dec, dropout, norm_first, activation)
-        self.generator = nn.Linear(d_model, tgt_vocab)
-        self._reset_parameters(tie_embeddings)
+        self.cfg = cfg
+        self.pad_idx, self.sos_idx = cfg.pad_idx, cfg.sos_idx  # read by the decoders
+        d = cfg.d_model
+        self.src_embed = TokenEmbedding(cfg.src_vocab, d)
+        self.tgt_embed = TokenEmbedding(cfg.tgt_vocab, d)
+        self.src_positions = PositionalEncoding(d, cfg.max_len, cfg.dropout,
+                                                cfg.learned_positions)
+        self.tgt_positions = PositionalEncoding(d, cfg.max_len, cfg.dropout,
+                                                cfg.learned_positions)
+        self.encoder = Encoder(d, cfg.n_heads, cfg.d_ff, cfg.n_layers, cfg.dropout,
+                               cfg.norm_first, cfg.activation)
+        self.decoder = Decoder(d, cfg.n_heads, cfg.d_ff, cfg.n_layers, cfg.dropout,
+                               cfg.norm_first, cfg.activation)
+        self.generator = nn.Linear(d, cfg.tgt_vocab)
+        self._reset_parameters(cfg.tie_embeddings)
 
     def _reset_parameters(self, tie: bool) -> None:
         for p in self.parameters():  # Xavier for every matrix, as in nn.Transformer
@@ -296,14 +335,17 @@ class Transformer(nn.Module):
             self.generator.weight = self.tgt_embed.embedding.weight
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode a (B, S) source batch: memory (B, S, d_model) and its padding mask (B, 1, 1, S)."""
+        """Memory (B, S, d_model) of a (B, S) source batch and its mask (B, 1, 1, S)."""
+        x = self.src_positions(self.src_embed(src))  # (B, S, d_model)
         mask = source_mask(src, self.pad_idx)
-        return self.encoder(self.src_positions(self.src_embed(src)), mask), mask
+        return self.encoder(x, mask), mask
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """Target-vocabulary logits (B, T, V) for a (B, T) target prefix given the memory."""
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor,
+               src_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) over the target vocabulary for a (B, T) target prefix."""
         y = self.tgt_positions(self.tgt_embed(tgt))  # (B, T, d_model)
-        return self.generator(self.decoder(y, memory, target_mask(tgt, self.pad_idx), src_mask))
+        y = self.decoder(y, memory, target_mask(tgt, self.pad_idx), src_mask)
+        return self.generator(y)  # (B, T, V)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for source (B, S) and target input (B, T)."""
@@ -322,23 +364,29 @@ class Transformer(nn.Module):
         return torch.stack(steps, dim=1)  # (B, tgt_len, V)
 
 
-# %% book/05_transformer.md, code cell 22 (Equivalence with `torch.nn.Transformer`)
+# %% book/05_transformer.md, code cell 24 (Equivalence with `torch.nn.Transformer`)
 class TorchTransformer(nn.Module):
-    """The same model built from `torch.nn.Transformer` (the reference for tests and timings)."""
+    """Our model built from `torch.nn.Transformer`: what we test and time it against."""
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 256, n_heads: int = 8,
-                 n_layers: int = 3, d_ff: int = 1024, dropout: float = 0.1, norm_first: bool = False,
-                 *, pad_idx: int = 1, max_len: int = 256):
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.pad_idx, self.d_model = pad_idx, d_model
-        self.src_embed, self.tgt_embed = nn.Embedding(src_vocab, d_model), nn.Embedding(tgt_vocab, d_model)
-        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
-        self.dropout = nn.Dropout(dropout)
-        with warnings.catch_warnings():  # PyTorch warns that pre-norm disables its nested-tensor path
+        if cfg.learned_positions or cfg.tie_embeddings:
+            raise ValueError("TorchTransformer has sinusoidal positions and an untied "
+                             "generator only: build it with learned_positions=False, "
+                             "tie_embeddings=False")
+        d = cfg.d_model
+        self.pad_idx, self.d_model = cfg.pad_idx, d
+        self.src_embed, self.tgt_embed = (nn.Embedding(cfg.src_vocab, d),
+                                          nn.Embedding(cfg.tgt_vocab, d))
+        table = sinusoidal_table(cfg.max_len, d)  # (max_len, d_model)
+        self.register_buffer("table", table, persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        with warnings.catch_warnings():  # pre-norm disables PyTorch's nested tensors
             warnings.simplefilter("ignore", UserWarning)
-            self.transformer = nn.Transformer(d_model, n_heads, n_layers, n_layers, d_ff, dropout,
-                                              batch_first=True, norm_first=norm_first)
-        self.generator = nn.Linear(d_model, tgt_vocab)
+            self.transformer = nn.Transformer(
+                d, cfg.n_heads, cfg.n_layers, cfg.n_layers, cfg.d_ff, cfg.dropout,
+                activation=cfg.activation, batch_first=True, norm_first=cfg.norm_first)
+        self.generator = nn.Linear(d, cfg.tgt_vocab)
 
     def _embed(self, embed: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
         x = embed(tokens) * math.sqrt(self.d_model)
@@ -355,7 +403,7 @@ class TorchTransformer(nn.Module):
         return self.generator(h)
 
 
-# %% book/05_transformer.md, code cell 23 (Equivalence with `torch.nn.Transformer`)
+# %% book/05_transformer.md, code cell 25 (Equivalence with `torch.nn.Transformer`)
 def copy_decoder_layer_from_torch(ours: DecoderLayer, theirs: nn.TransformerDecoderLayer) -> None:
     """Copy an `nn.TransformerDecoderLayer`'s weights into our `DecoderLayer`."""
     if ours.norm_first != theirs.norm_first:
@@ -385,7 +433,7 @@ def copy_from_torch(ours: Transformer, theirs: TorchTransformer) -> None:
     _copy_linear_or_norm(ours.generator, theirs.generator, "generator")
 
 
-# %% book/05_transformer.md, code cell 25 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 27 (Decoding: greedy search and beam search)
 def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int, beam_size: int = 1) -> None:
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}")
@@ -408,7 +456,7 @@ def _eval_mode(fn: Callable) -> Callable:
     return wrapper
 
 
-# %% book/05_transformer.md, code cell 26 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 28 (Decoding: greedy search and beam search)
 def _pad_after_eos(tokens: torch.Tensor, eos_idx: int, pad_idx: int) -> torch.Tensor:
     """Replace every token after the first <eos> of each row by <pad>."""
     after = (tokens == eos_idx).long().cumsum(1) - (tokens == eos_idx).long() > 0  # (B, L)
@@ -444,7 +492,7 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
     return ys[:, 1:]
 
 
-# %% book/05_transformer.md, code cell 27 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 29 (Decoding: greedy search and beam search)
 @_eval_mode
 def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, sos_idx: int,
                 eos_idx: int, length_penalty: float = 0.6, return_all: bool = False):
@@ -490,7 +538,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     return (out, normalised) if return_all else out[:, 0]
 
 
-# %% book/05_transformer.md, code cell 29 (Looking inside: attention maps)
+# %% book/05_transformer.md, code cell 31 (Looking inside: attention maps)
 def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
     """The attention weights of the model's last forward pass, per kind, a (B, h, q, k) tensor per layer."""
     return {"encoder self-attention": [layer.self_attn.attn for layer in model.encoder.layers],
@@ -498,7 +546,7 @@ def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
             "cross-attention": [layer.cross_attn.attn for layer in model.decoder.layers]}
 
 
-# %% book/05_transformer.md, code cell 30 (Training recipe)
+# %% book/05_transformer.md, code cell 32 (Training recipe)
 def noam_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to the optimizer's lr over `warmup` steps, then inverse-square-root decay."""
     if warmup < 1:
@@ -507,7 +555,7 @@ def noam_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.
         optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
 
-# %% book/05_transformer.md, code cell 31 (Training recipe)
+# %% book/05_transformer.md, code cell 33 (Training recipe)
 def translate(model: nn.Module, dataset, tgt_vocab, *, beam_size: int = 1, max_tokens: int = 4000,
               extra_len: int = 10, length_penalty: float = 0.6) -> list[list[str]]:
     """English token lists for every sentence of `dataset` (in order), greedy or beam search."""

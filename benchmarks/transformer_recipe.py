@@ -18,7 +18,12 @@ import torch
 
 from annotated.plumbing import save_results, seed_everything
 from annotated.training import TrainConfig, fit
-from annotated.transformer import Transformer, noam_schedule, translate
+from annotated.transformer import (
+    Transformer,
+    TransformerConfig,
+    noam_schedule,
+    translate,
+)
 from annotated.translation import (
     bleu_report,
     evaluate,
@@ -42,9 +47,10 @@ VARIANTS = {
 
 def run(name: str, cfg: dict, data, epochs: float, bleu_sentences: int) -> dict:
     seed_everything(0)
-    model = Transformer(len(data.src_vocab), len(data.tgt_vocab), cfg["d_model"], cfg["n_heads"],
-                        cfg["n_layers"], cfg["d_ff"], cfg["dropout"], cfg["norm_first"],
-                        tie_embeddings=cfg["tie_embeddings"])
+    model = Transformer(TransformerConfig(
+        len(data.src_vocab), len(data.tgt_vocab), cfg["d_model"], cfg["n_heads"],
+        cfg["n_layers"], cfg["d_ff"], cfg["dropout"], cfg["norm_first"],
+        tie_embeddings=cfg["tie_embeddings"]))
     train_loader = make_loader(data.train, cfg["max_tokens"], seed=0)
     val_loader = make_loader(data.val, 4000, shuffle=False)
     steps_per_epoch = len(train_loader)

@@ -282,16 +282,19 @@ def _test_ppl(model, data) -> float:
 
 def test_shipped_transformer_weights_load_and_reproduce_their_record(full_multi30k):
     """weights/05_transformer.full.int8.pt fits the full data and its recorded run, and scores like it."""
+    from dataclasses import asdict
+
     from annotated.training import weights_config
-    from annotated.transformer import Transformer
+    from annotated.transformer import Transformer, TransformerConfig
     path, saved, record = _shipped("05_transformer.full.int8.pt", "05_transformer")
     settings = record["settings"]["model"]
     assert {k: saved["model"][k] for k in settings} == settings  # the weights are the recorded run's model
     data = full_multi30k
-    model = Transformer(len(data.src_vocab), len(data.tgt_vocab), **settings, norm_first=False,
-                        tie_embeddings=False)
-    P.load_compact(path, model, weights_config(model.config, src_vocab=data.src_vocab,
-                                               tgt_vocab=data.tgt_vocab))
+    cfg = TransformerConfig(len(data.src_vocab), len(data.tgt_vocab), **settings,
+                            norm_first=False, tie_embeddings=False)
+    assert saved["model"] == asdict(cfg)
+    config = weights_config(asdict(cfg), src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
+    model = P.load_compact(path, Transformer(cfg), config)
     recorded = record["metrics"]["perplexity"]["Transformer"]["test_tf"]
     assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)  # 8-bit rows move it a little
     assert path.stat().st_size <= 20 * 10**6

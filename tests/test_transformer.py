@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,16 +14,20 @@ from annotated.plumbing import CheckpointError, load_checkpoint, save_checkpoint
 from annotated.transformer import (
     Encoder,
     EncoderLayer,
+    EncoderOnlyConfig,
     EncoderOnlyTranslator,
     PositionalEncoding,
     TorchTransformer,
     Transformer,
+    TransformerConfig,
     attention_maps,
     beam_search,
     copy_encoder_layer_from_torch,
     copy_from_torch,
     greedy_decode,
     sinusoidal_table,
+    source_mask,
+    target_mask,
 )
 
 PAD, SOS, EOS = 1, 2, 3
@@ -38,7 +44,7 @@ def _toy(norm_first: bool = False, seed: int = 0, **kw) -> Transformer:
     torch.manual_seed(seed)
     args = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, norm_first=norm_first)
     args.update(kw)
-    return Transformer(20, 24, **args).eval()
+    return Transformer(TransformerConfig(20, 24, **args)).eval()
 
 
 def _batch(seed: int = 0, B: int = 4, S: int = 7, T: int = 6):
@@ -137,7 +143,9 @@ def test_bad_token_ids_and_empty_batch():
     with pytest.raises(TypeError, match="integer ids.*float32"):
         model(torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="d_model=30 is not divisible by n_heads=4"):
-        Transformer(10, 10, 30, 4, 1, 16, 0.0, False)
+        TransformerConfig(10, 10, 30, 4, 1, 16, 0.0, False)
+    with pytest.raises(ValueError, match="d_model=30 is not divisible by n_heads=4"):
+        EncoderOnlyConfig(10, 10, 30, 4)
 
 
 def test_bad_decoding_arguments():
@@ -154,8 +162,9 @@ def test_bad_decoding_arguments():
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_matches_torch_transformer(norm_first):
     torch.manual_seed(3)
-    kw = dict(d_model=32, n_heads=4, n_layers=2, d_ff=48, dropout=0.1, norm_first=norm_first)
-    theirs, ours = TorchTransformer(20, 24, **kw).eval(), Transformer(20, 24, **kw).eval()
+    cfg = TransformerConfig(20, 24, d_model=32, n_heads=4, n_layers=2, d_ff=48,
+                            dropout=0.1, norm_first=norm_first)
+    theirs, ours = TorchTransformer(cfg).eval(), Transformer(cfg).eval()
     copy_from_torch(ours, theirs)
     src, tgt = _batch(3)
     out, ref = ours(src, tgt), theirs(src, tgt)
@@ -164,20 +173,41 @@ def test_matches_torch_transformer(norm_first):
 
 
 def test_copy_from_torch_refuses_mismatch():
-    ours = Transformer(20, 24, 32, 4, 2, 48, 0.0, False)
+    def torch_model(*args) -> TorchTransformer:
+        return TorchTransformer(TransformerConfig(*args))
+
+    ours = Transformer(TransformerConfig(20, 24, 32, 4, 2, 48, 0.0, False))
     with pytest.raises(ValueError, match="layer counts differ: ours 2\\+2, PyTorch's 3\\+3"):
-        copy_from_torch(ours, TorchTransformer(20, 24, 32, 4, 3, 48, 0.0, False))
+        copy_from_torch(ours, torch_model(20, 24, 32, 4, 3, 48, 0.0, False))
     with pytest.raises(ValueError, match="heads=4.*heads=2"):
-        copy_from_torch(ours, TorchTransformer(20, 24, 32, 2, 2, 48, 0.0, False))
+        copy_from_torch(ours, torch_model(20, 24, 32, 2, 2, 48, 0.0, False))
     with pytest.raises(ValueError, match="d_model=32.*embed_dim=16"):
-        copy_from_torch(ours, TorchTransformer(20, 24, 16, 4, 2, 48, 0.0, False))
+        copy_from_torch(ours, torch_model(20, 24, 16, 4, 2, 48, 0.0, False))
     with pytest.raises(ValueError, match=r"norm_first differs"):
-        copy_from_torch(ours, TorchTransformer(20, 24, 32, 4, 2, 48, 0.0, True))
+        copy_from_torch(ours, torch_model(20, 24, 32, 4, 2, 48, 0.0, True))
     with pytest.raises(ValueError, match=r"target embedding: ours has shape \(24, 32\).*\(30, 32\)"):
-        copy_from_torch(ours, TorchTransformer(20, 30, 32, 4, 2, 48, 0.0, False))
+        copy_from_torch(ours, torch_model(20, 30, 32, 4, 2, 48, 0.0, False))
+
+
+@pytest.mark.parametrize("setting", ["learned_positions", "tie_embeddings"])
+def test_torch_transformer_refuses_settings_it_does_not_implement(setting):
+    with pytest.raises(ValueError, match="sinusoidal positions and an untied"):
+        TorchTransformer(TransformerConfig(20, 24, 32, 4, 1, 48, **{setting: True}))
 
 
 # ---------------------------------------------------------------- masks
+def test_masks_from_chapter_one():
+    """The source mask hides <pad> keys; the target mask is causal and hides them."""
+    src = torch.tensor([[5, 6, 7], [5, PAD, PAD]])
+    tgt = torch.tensor([[SOS, 4, 5], [SOS, 4, PAD]])
+    assert source_mask(src, PAD).shape == (2, 1, 1, 3)
+    assert source_mask(src, PAD)[:, 0, 0].int().tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert target_mask(tgt, PAD).shape == (2, 1, 3, 3)
+    assert target_mask(tgt, PAD)[:, 0].int().tolist() == [
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]],
+        [[1, 0, 0], [1, 1, 0], [1, 1, 0]]]  # the <pad> key is hidden from every query
+
+
 @settings(max_examples=15, deadline=None)
 @given(t=st.integers(0, 5), seed=st.integers(0, 1000), norm_first=st.booleans())
 def test_causal_mask_future_tokens_do_not_leak(t, seed, norm_first):
@@ -271,7 +301,9 @@ def test_decoding_restores_training_mode():
 
 def test_encoder_only_translator():
     torch.manual_seed(10)
-    model = EncoderOnlyTranslator(20, 24, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0).eval()
+    cfg = EncoderOnlyConfig(20, 24, d_model=16, n_heads=2, n_layers=1, d_ff=32,
+                            dropout=0.0)
+    model = EncoderOnlyTranslator(cfg).eval()
     src, tgt = _batch(10, S=5, T=8)
     logits = model(src, tgt)
     assert logits.shape == (4, 8, 24)
@@ -297,7 +329,9 @@ def one_thread():
 def test_tiny_model_learns_to_reverse(one_thread):
     """On a fixed seed, 200 Adam steps teach a 1+1-layer model to reverse 5-token sequences."""
     torch.manual_seed(0)
-    model = Transformer(12, 12, d_model=32, n_heads=4, n_layers=1, d_ff=64, dropout=0.0, norm_first=True)
+    cfg = TransformerConfig(12, 12, d_model=32, n_heads=4, n_layers=1, d_ff=64,
+                            dropout=0.0, norm_first=True)
+    model = Transformer(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(200):
         src = torch.randint(4, 12, (32, 5))
@@ -316,12 +350,12 @@ def test_tiny_model_learns_to_reverse(one_thread):
 def test_checkpoint_round_trip(tmp_path):
     model = _toy(seed=11, tie_embeddings=True)
     src, tgt = _batch(11)
-    path = save_checkpoint(tmp_path / "t.pt", model, model.config, step=5)
+    path = save_checkpoint(tmp_path / "t.pt", model, asdict(model.cfg), step=5)
     fresh = _toy(seed=12, tie_embeddings=True)
     assert not torch.allclose(fresh(src, tgt), model(src, tgt))
-    assert load_checkpoint(path, fresh, fresh.config) == {"step": 5}
+    assert load_checkpoint(path, fresh, asdict(fresh.cfg)) == {"step": 5}
     torch.testing.assert_close(fresh(src, tgt), model(src, tgt))
     assert fresh.generator.weight is fresh.tgt_embed.embedding.weight  # tying survives loading
     other = _toy(seed=12, d_ff=80)
     with pytest.raises(CheckpointError, match="d_ff: saved 64, wanted 80"):
-        load_checkpoint(path, other, other.config)
+        load_checkpoint(path, other, asdict(other.cfg))
