@@ -18,10 +18,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
-from annotated.plumbing import (CheckpointError, init_distributed, load_checkpoint,
-                                load_compact, progress_bar, rng_states, save_checkpoint,
-                                set_rng_states)
+from annotated.plumbing import (CheckpointError, distributed_env, init_distributed,
+                                load_checkpoint, load_compact, progress_bar, rng_states,
+                                save_checkpoint, set_rng_states)
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, float, int]]
 Evaluate = Callable[[nn.Module], dict]
@@ -317,7 +318,18 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
     return _finish(path, model, settings, run) | {"loaded_from": None}
 
 
-# %% book/appendix_training.md, code cell 17 (Weights shipped with the book)
+# %% book/appendix_training.md, code cell 17 (Many processes)
+def process_share(batches: list) -> list:
+    """This process's share of an epoch's batches under torchrun (all of them alone)."""
+    env = distributed_env()
+    if env.world_size == 1:
+        return batches
+    mine = DistributedSampler(range(len(batches)), num_replicas=env.world_size,
+                              rank=env.rank, shuffle=False)
+    return [batches[j] for j in mine]
+
+
+# %% book/appendix_training.md, code cell 18 (Weights shipped with the book)
 def weights_config(model_settings: dict, **vocabs) -> dict:
     """What shipped weights are checked against: model settings, vocabulary digests."""
     return {"model": model_settings} | {name: v.digest() for name, v in vocabs.items()}

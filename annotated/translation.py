@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from annotated.plumbing import distributed_env, fetch
-from annotated.training import model_device
+from annotated.plumbing import fetch
+from annotated.training import model_device, process_share
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
@@ -292,8 +292,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.src_len = [len(s) for s in dataset.src]
         self.tgt_len = [len(t) for t in dataset.tgt]
         self.max_tokens, self.shuffle, self.seed, self.bucket = max_tokens, shuffle, seed, bucket
-        self.dist = distributed_env()
-        self.shard = (shuffle if shard is None else shard) and self.dist.world_size > 1
+        self.shard = shuffle if shard is None else shard  # under torchrun: one share each
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -326,11 +325,7 @@ class TokenBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
-        if self.shard:  # this process's share: batches rank, rank + N, ... (padded to equal counts)
-            mine = DistributedSampler(range(len(batches)), num_replicas=self.dist.world_size,
-                                      rank=self.dist.rank, shuffle=False)
-            batches = [batches[j] for j in mine]
-        return batches
+        return process_share(batches) if self.shard else batches
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.batches(self.epoch)
