@@ -14,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import chapters as book_chapters  # noqa: E402
 import colab_twins  # noqa: E402
 import sphinx_annotated  # noqa: E402
 
@@ -114,7 +115,7 @@ def test_launch_buttons_removed_where_there_is_no_twin():
 
 # --------------------------------------------------------------------------- API reference
 def toc_files() -> list[str]:
-    return colab_twins.toc_files(ROOT)
+    return book_chapters.toc_docnames(ROOT)
 
 
 def test_every_exported_module_has_an_api_page_in_the_toc():

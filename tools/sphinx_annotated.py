@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -30,12 +31,15 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py)
+
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_SUBDIR = "annotated_static"  # next to the html output, added to html_static_path
 VEGA_BUNDLE = "vega/vega-bundle.js"
 MATHJAX_DIR = "mathjax"
-DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$", re.MULTILINE)
+DEFAULT_EXP = book_chapters.DEFAULT_EXP
 
 
 def _mathjax_source() -> Path:
@@ -91,12 +95,14 @@ def _on_builder_inited(app: Sphinx) -> None:
 
 
 # --------------------------------------------------------------------------- Colab
-def _twin_for(pagename: str) -> str | None:
-    """The repository path of the Colab twin of a page, if one exists."""
-    if not pagename.startswith("book/") or pagename.count("/") != 1:
+def _twin_for(pagename: str, root: Path = ROOT) -> str | None:
+    """The repository path of the Colab twin of a chapter or appendix, if one exists."""
+    pages = book_chapters.chapters(root)
+    page = next((p for p in pages if p.docname == pagename), None)
+    if page is None:
         return None
-    twin = Path("notebooks") / (pagename.split("/", 1)[1] + ".ipynb")
-    return twin.as_posix() if (ROOT / twin).exists() else None
+    twin = Path("notebooks") / f"{page.name}.ipynb"
+    return twin.as_posix() if (root / twin).exists() else None
 
 
 def _fix_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
@@ -140,11 +146,8 @@ def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict
 
 # --------------------------------------------------------------------------- API links
 def _module_of(docname: str, srcdir: Path) -> str | None:
-    path = srcdir / f"{docname}.md"
-    if not path.exists():
-        return None
-    match = DEFAULT_EXP.search(path.read_text())
-    return match.group(1) if match else None
+    """The module a page exports (``tools/chapters.py``), or None."""
+    return book_chapters.Page(docname, srcdir / f"{docname}.md").module
 
 
 def _hide_default_exp_cells(app: Sphinx, doctree: nodes.document) -> None:
