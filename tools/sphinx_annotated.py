@@ -7,9 +7,11 @@ API reference:
   only static files) and one JavaScript bundle of Vega, Vega-Lite and Vega-Embed
   (from ``vl-convert-python``) are copied into the site's ``_static/``, so no page
   loads anything from a CDN;
-* **altair**: sets ``ANNOTATED_BOOK_BUILD=1`` before any notebook kernel starts, so
-  ``setup_notebook()`` switches altair to a renderer that emits HTML driven by
-  the bundled Vega scripts;
+* **altair**: before any notebook kernel starts, points ``PYTHONSTARTUP`` at
+  ``tools/book_kernel_startup.py``, so every kernel of the build switches altair
+  to the renderer of ``tools/book_altair.py``, which emits HTML driven by the
+  bundled Vega scripts (the package itself carries no book-build code); and sets
+  ``ANNOTATED_BOOK_BUILD=1``, which keeps progress bars off the pages;
 * **Colab**: the theme's Colab button points at the page's ``.md`` source, which
   Colab cannot open; here it is re-pointed at the chapter's generated twin
   ``notebooks/<name>.ipynb`` (``tools/colab_twins.py``), and removed from pages
@@ -81,8 +83,13 @@ def _write_assets(app: Sphinx) -> None:
         app.config.html_static_path.append(str(target))
 
 
+KERNEL_STARTUP = Path(__file__).resolve().parent / "book_kernel_startup.py"
+
+
 def _on_config_inited(app: Sphinx, config) -> None:
-    # Notebook kernels inherit this environment: setup_notebook() reads it.
+    # Notebook kernels inherit this environment. IPython runs PYTHONSTARTUP in each
+    # kernel (plain `python script.py` ignores it); progress_bar() reads the other.
+    os.environ["PYTHONSTARTUP"] = str(KERNEL_STARTUP)
     os.environ["ANNOTATED_BOOK_BUILD"] = "1"
 
 
