@@ -310,12 +310,13 @@ def save_results(chapter: str, metrics: dict, settings: dict | None = None,
     if not metrics:
         raise ValueError(f"save_results({chapter!r}): no metrics to save")
     profile = get_profile(profile)
+    now = datetime.datetime.now(datetime.timezone.utc)  # datetime.UTC needs Python 3.11
     record = {
         "chapter": chapter,
         "profile": profile,
         "commit": git_commit(),
         "device": device_name(device),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now.isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
         "torch": torch.__version__,
         "python": platform.python_version(),
