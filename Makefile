@@ -92,8 +92,10 @@ check-html-smoke: $(STAMP) chromium
 # _build/full/<chapter>.ipynb.
 CHAPTER ?=
 NPROC   ?= 1
-CHAPTERS := $(notdir $(basename $(wildcard book/0*.md)))
-DDP_CHAPTERS := 02_translation 03_seq2seq 05_transformer
+# The chapters and the data-parallel ones: tools/chapters.py reads them from _toc.yml.
+TOOLS_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+CHAPTERS = $(shell $(TOOLS_PYTHON) tools/chapters.py --list chapters)
+DDP_CHAPTERS = $(shell $(TOOLS_PYTHON) tools/chapters.py --list data-parallel)
 check-chapter:
 	@test -n "$(filter $(CHAPTER),$(CHAPTERS))" || { \
 		echo "make full CHAPTER=<chapter>: got '$(CHAPTER)'; chapters are: $(CHAPTERS)" >&2; exit 2; }

@@ -1,23 +1,27 @@
 """Notebook tests: every chapter listed in _toc.yml is re-executed by nbval.
 
 nbval only collects ``.ipynb`` files; our chapters are Jupytext MyST markdown.
-This collector hands each chapter named in ``_toc.yml`` to nbval, reading it with
-``jupytext.read``, so a new chapter is tested as soon as it is in the table of
-contents. Run with ``pytest --nbval-lax --nbval-current-env`` (``make test``).
+This collector hands each notebook named in ``_toc.yml`` (``tools/chapters.py``)
+to nbval, reading it with ``jupytext.read``, so a new chapter is tested as soon
+as it is in the table of contents. Run with
+``pytest --nbval-lax --nbval-current-env`` (``make test``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import jupytext
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools"))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py: the pages)
+
 CHAPTER_BUDGET_S = 60.0  # each chapter's smoke run (issue: ≤ 60 s)
 
 # Set before any kernel starts: kernels inherit the environment.
@@ -27,43 +31,14 @@ os.environ.setdefault("ANNOTATED_RESULTS", tempfile.mkdtemp(prefix="annotated-re
 os.environ.setdefault("ANNOTATED_CHECKPOINTS", tempfile.mkdtemp(prefix="annotated-ckpt-"))
 
 
-def toc_chapters(root: Path = ROOT) -> list[Path]:
-    """Every file named in _toc.yml (root, chapters, parts), as absolute .md paths."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    found: list[str] = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    paths = []
-    for name in found:
-        path = root / name
-        paths.append(path if path.suffix else path.with_suffix(".md"))
-    return paths
-
-
-def _is_code_notebook(path: Path) -> bool:
-    """Only pages with a kernelspec are notebooks (a plain markdown page has nothing to run)."""
-    head = path.read_text().split("\n---", 1)[0]
-    return "kernelspec:" in head
-
-
 def pytest_collect_file(file_path: Path, parent):
     opt = parent.config.option
     if not (getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False)):
         return None
-    if file_path.suffix != ".md" or file_path.resolve() not in set(toc_chapters()):
+    if file_path.suffix != ".md":
         return None
-    if not _is_code_notebook(file_path):
-        return None
+    if file_path.resolve() not in {page.path for page in book_chapters.notebooks(ROOT)}:
+        return None  # not in _toc.yml, or a plain page with nothing to run
     return MarkdownNotebook.from_parent(parent, path=file_path)
 
 

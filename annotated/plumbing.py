@@ -60,10 +60,6 @@ def setup_notebook(seed: int | None = None) -> str:
     import matplotlib.pyplot as plt
 
     alt.data_transformers.disable_max_rows()
-    if os.environ.get("ANNOTATED_BOOK_BUILD"):
-        # The HTML book bundles Vega itself (no CDN); see book_vega_renderer below.
-        alt.renderers.register("annotated-book", book_vega_renderer)
-        alt.renderers.enable("annotated-book")
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
     if seed is not None:
         seed_everything(seed)
@@ -71,32 +67,7 @@ def setup_notebook(seed: int | None = None) -> str:
     return profile
 
 
-# %% book/appendix_plumbing.md, code cell 6 (Profiles: one code path, three sizes)
-import itertools
-
-_chart_ids = itertools.count()
-
-
-def book_vega_renderer(spec: dict, **metadata: Any) -> dict:
-    """Altair renderer for the HTML book: a div drawn by the site's bundled vegaEmbed (no CDN)."""
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    div = f"vega-{digest}-{next(_chart_ids)}"
-    payload = json.dumps(spec).replace("</", "<\\/")  # never close the <script> early
-    html = (
-        f'<div id="{div}" class="annotated-vega"></div>\n'
-        '<script type="text/javascript">\n(function () {\n'
-        f'  var el = document.getElementById("{div}");\n'
-        '  if (typeof vegaEmbed === "undefined") {\n'
-        '    el.textContent = "(this chart needs the Vega scripts bundled with the book)";\n'
-        '    console.error("vegaEmbed is not loaded"); return;\n  }\n'
-        f'  vegaEmbed(el, {payload}, {{"renderer": "svg", "actions": {{"export": true, '
-        '"source": false, "compiled": false, "editor": false}})\n'
-        '    .catch(function (err) { console.error(err); });\n})();\n</script>'
-    )
-    return {"text/html": html, "text/plain": f"<altair chart {div}>"}
-
-
-# %% book/appendix_plumbing.md, code cell 8 (Seeds and devices)
+# %% book/appendix_plumbing.md, code cell 7 (Seeds and devices)
 @dataclasses.dataclass(frozen=True)
 class DistEnv:
     """This process's place among torchrun's processes (rank 0 of 1 when run alone)."""
@@ -137,7 +108,7 @@ def init_distributed() -> DistEnv:
     return env
 
 
-# %% book/appendix_plumbing.md, code cell 9 (Seeds and devices)
+# %% book/appendix_plumbing.md, code cell 8 (Seeds and devices)
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a torch.Generator seeded the same way."""
     random.seed(seed)
@@ -178,7 +149,7 @@ def device_name(device: torch.device | None = None) -> str:
     return f"cpu ({cpu}, {torch.get_num_threads()} threads)"
 
 
-# %% book/appendix_plumbing.md, code cell 10 (Seeds and devices)
+# %% book/appendix_plumbing.md, code cell 9 (Seeds and devices)
 def _in_notebook() -> bool:
     """True inside a live Jupyter/Colab kernel that can draw tqdm's notebook widget."""
     try:
@@ -203,7 +174,7 @@ def progress_bar(iterable: Any = None, desc: str = "", total: int | None = None,
     return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not enabled, leave=False)
 
 
-# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
 def data_dir() -> Path:
     """The data folder: $ANNOTATED_DATA if set, else ~/.cache/annotated."""
     env = os.environ.get("ANNOTATED_DATA")
@@ -215,7 +186,7 @@ def checkpoint_dir() -> Path:
     return repo_folder("ANNOTATED_CHECKPOINTS", "checkpoints")
 
 
-# %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 12 (Data: where it lives and how it arrives)
 class ChecksumError(RuntimeError):
     """A data file's SHA-256 digest is not the published one."""
 
@@ -242,7 +213,7 @@ def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None)
         )
 
 
-# %% book/appendix_plumbing.md, code cell 14 (Data: where it lives and how it arrives)
+# %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
     """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
@@ -278,7 +249,7 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
     return target
 
 
-# %% book/appendix_plumbing.md, code cell 16 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
     """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
     here = (start or Path.cwd()).resolve()
@@ -316,7 +287,7 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-# %% book/appendix_plumbing.md, code cell 17 (Results with their provenance)
+# %% book/appendix_plumbing.md, code cell 16 (Results with their provenance)
 def _jsonable(value: Any) -> Any:
     """Turn tensors, arrays, paths and dataclasses into plain JSON values."""
     if isinstance(value, dict):
@@ -339,12 +310,13 @@ def save_results(chapter: str, metrics: dict, settings: dict | None = None,
     if not metrics:
         raise ValueError(f"save_results({chapter!r}): no metrics to save")
     profile = get_profile(profile)
+    now = datetime.datetime.now(datetime.timezone.utc)  # datetime.UTC needs Python 3.11
     record = {
         "chapter": chapter,
         "profile": profile,
         "commit": git_commit(),
         "device": device_name(device),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": now.isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 2),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -372,7 +344,7 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, code cell 19 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, code cell 18 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved from a different configuration."""
 
@@ -424,7 +396,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
     return payload["state"]
 
 
-# %% book/appendix_plumbing.md, code cell 21 (Small weights to ship with the book)
+# %% book/appendix_plumbing.md, code cell 20 (Small weights to ship with the book)
 COMPACT_FORMAT = "annotated-int8-rows/1"
 
 

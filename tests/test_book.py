@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -14,6 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import chapters as book_chapters  # noqa: E402
 import colab_twins  # noqa: E402
 import sphinx_annotated  # noqa: E402
 
@@ -114,7 +116,7 @@ def test_launch_buttons_removed_where_there_is_no_twin():
 
 # --------------------------------------------------------------------------- API reference
 def toc_files() -> list[str]:
-    return colab_twins.toc_files(ROOT)
+    return book_chapters.toc_docnames(ROOT)
 
 
 def test_every_exported_module_has_an_api_page_in_the_toc():
@@ -192,6 +194,44 @@ def test_execution_cache_is_cleared_when_a_dependency_changes(tmp_path: Path, mo
     (cache / "executed.db").write_text("outputs")
     monkeypatch.setenv("ANNOTATED_PROFILE", "full")  # another profile, other numbers
     assert "cleared" in book_cache.guard(cache, root) and not (cache / "executed.db").exists()
+
+
+# --------------------------------------------------------------------------- charts
+def test_book_kernels_draw_altair_charts_with_the_bundled_vega(monkeypatch):
+    """The build's kernels (and only they) render charts for the site's own Vega."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("PYTHONSTARTUP", raising=False)  # restored after the test
+    monkeypatch.delenv("ANNOTATED_BOOK_BUILD", raising=False)
+    sphinx_annotated._on_config_inited(None, None)  # what the build does before kernels
+    startup = Path(os.environ["PYTHONSTARTUP"])
+    assert startup == ROOT / "tools" / "book_kernel_startup.py"
+    cells = [
+        "import altair as alt, pandas as pd\n"
+        "alt.Chart(pd.DataFrame({'x': [1, 2]})).mark_point().encode(x='x:Q')",
+        "import sys\nprint(sorted(n for n in dir() if 'book' in n),"
+        f" {str(ROOT / 'tools')!r} in sys.path, alt.renderers.active)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    chart = next(o for o in nb.cells[0].outputs if "data" in o)["data"]
+    html = chart["text/html"]
+    assert 'class="annotated-vega"' in html and "vegaEmbed(" in html
+    assert nb.cells[1].outputs[0]["text"].strip() == "[] False annotated-book"
+
+
+def test_the_package_carries_no_book_build_code():
+    import altair as alt
+
+    from annotated import plumbing
+
+    before = alt.renderers.active
+    plumbing.setup_notebook()
+    assert alt.renderers.active == before, "setup_notebook leaves the renderer alone"
+    assert not hasattr(plumbing, "book_vega_renderer")
+    generated = "".join(p.read_text() for p in (ROOT / "annotated").glob("*.py"))
+    assert "vegaEmbed" not in generated and "book_altair" not in generated
 
 
 # --------------------------------------------------------------------------- full-profile runs

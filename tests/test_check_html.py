@@ -2,7 +2,7 @@
 
 The site is built here from the same parts the book uses: MathJax from the
 django-static-mathjax wheel, the Vega bundle of tools/sphinx_annotated.py, two
-altair charts rendered by annotated.plumbing.book_vega_renderer, a PNG figure.
+altair charts rendered by tools/book_altair.py's book_vega_renderer, a PNG figure.
 Each bad page differs from the good one by exactly one defect.
 """
 
@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import check_html  # noqa: E402
 import sphinx_annotated  # noqa: E402
-
-from annotated.plumbing import book_vega_renderer  # noqa: E402
+from book_altair import book_vega_renderer  # noqa: E402
 
 needs_chromium = pytest.mark.skipif(check_html.find_chromium() is None,
                                     reason="Chromium is not installed (make chromium installs it)")

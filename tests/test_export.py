@@ -29,14 +29,25 @@ def cell(code: str) -> str:
     return f"```{{code-cell}} ipython3\n{code}\n```\n\n"
 
 
-@pytest.fixture
-def book(tmp_path):
-    (tmp_path / "book").mkdir()
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "annotated"\nversion = "9.8.7"\n')
+TOC = "format: jb-book\nroot: book/intro\nchapters:\n"
 
-    def write(name: str, *parts: str) -> Path:
+
+@pytest.fixture
+def book(tmp_path, monkeypatch):
+    """A fixture book: `write` adds a chapter to book/ and to its _toc.yml."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "intro.md").write_text("# Intro\n\nJust prose.\n")
+    (tmp_path / "_toc.yml").write_text(TOC)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "annotated"\nversion = "9.8.7"\n')
+    # The Colab twins are tested in test_book.py; these books have no bootstrap cell.
+    monkeypatch.setattr(export, "_colab_twins", lambda check, root: 0)
+
+    def write(name: str, *parts: str, toc: bool = True) -> Path:
         path = tmp_path / "book" / name
         path.write_text(FRONT + "".join(parts))
+        if toc and name != "intro.md":
+            with open(tmp_path / "_toc.yml", "a") as f:
+                f.write(f"  - file: book/{Path(name).stem}\n")
         return path
 
     return tmp_path, write
@@ -120,6 +131,31 @@ def test_chapter_without_exports_makes_no_module(book):
     write("intro.md", "# Intro\n\nJust prose.\n")
     assert export.main([], root=root) == 0
     assert sorted(p.name for p in (root / "annotated").iterdir()) == ["__init__.py"]
+
+
+def test_chapter_missing_from_the_toc_is_an_error(book, capsys):
+    """Jupyter Book skips a file that _toc.yml does not list: so must the exporter."""
+    root, write = book
+    write("01_a.md", cell("#| default_exp alpha"), cell("#| export\nX = 1"))
+    write("appendix_extra.md", cell("#| default_exp extra"), cell("#| export\nY = 1"),
+          toc=False)
+    assert export.main([], root=root) == 2
+    err = capsys.readouterr().err
+    assert "book/appendix_extra.md is not in _toc.yml" in err
+    assert not (root / "annotated").exists(), "nothing is half-written"
+    with open(root / "_toc.yml", "a") as f:
+        f.write("  - file: book/appendix_extra\n")
+    assert export.main([], root=root) == 0  # listed: it exports, with no code change
+    assert "'extra'" in (root / "annotated" / "__init__.py").read_text()
+
+
+def test_toc_entry_without_its_file_is_an_error(book, capsys):
+    root, write = book
+    write("01_a.md", cell("#| default_exp alpha"), cell("#| export\nX = 1"))
+    (root / "book" / "01_a.md").unlink()
+    assert export.main(["--check"], root=root) == 2
+    err = capsys.readouterr().err
+    assert "_toc.yml names book/01_a, but book/01_a.md does not exist" in err
 
 
 def test_real_package_is_in_sync():

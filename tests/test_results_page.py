@@ -50,7 +50,8 @@ def book(tmp_path: Path) -> Path:
 
 
 def test_known_chapters_come_from_the_toc(book: Path):
-    assert rp.known_chapters(book) == ["intro", "03_seq2seq", "06_vit"]
+    # the chapters and appendices of tools/chapters.py; the intro page writes no results
+    assert rp.known_chapters(book) == ["03_seq2seq", "06_vit"]
 
 
 def test_every_broken_file_is_reported_by_name(book: Path):

@@ -3,7 +3,8 @@
 `make book` executes the chapters with `execute_notebooks: cache`: jupyter-cache
 re-runs a chapter only when its code cells change. A chapter's output also
 depends on things outside its cells: the generated package `annotated/`, the
-pinned environment, the data files and the profile. This script fingerprints
+pinned environment, the book's chart renderer (`tools/book_altair.py`), the data
+files and the profile. This script fingerprints
 those; when the fingerprint differs from the one stored beside the cache, it
 deletes the cache so that every chapter runs again.
 
@@ -29,9 +30,10 @@ KEY_FILE = "annotated-dependencies.sha256"
 
 
 def fingerprint(root: Path = ROOT) -> str:
-    """SHA-256 over annotated/*.py, requirements.txt, the data checksums and the profile."""
+    """SHA-256 over what the outputs depend on besides their cells (see above)."""
     digest = hashlib.sha256()
     files = sorted((root / "annotated").glob("*.py")) + [root / "requirements.txt", root / "pyproject.toml"]
+    files += [root / "tools" / "book_altair.py"]  # the HTML every chart becomes
     data = os.environ.get("ANNOTATED_DATA")
     if data and Path(data).is_dir():
         files += sorted(Path(data).glob("*/SHA256SUMS")) + sorted(Path(data).glob("SHA256SUMS"))

@@ -1,13 +1,15 @@
 """Generate the Colab twins of the chapters: ``notebooks/<chapter>.ipynb`` (and check them).
 
 Colab opens ``.ipynb`` files only, and the chapters are Jupytext MyST markdown
-(``book/*.md``). Every chapter page of the book listed in ``_toc.yml`` that is a
-notebook (it has a ``kernelspec``) gets an output-free twin here, written from
-the chapter by jupytext with deterministic cell ids, so the twin changes only
-when the chapter does. The book's Colab button opens the twin
-(``tools/sphinx_annotated.py``); ``tools/export.py`` runs this too. The twin asks Colab for a GPU runtime; the
-chapter's first (hidden in the book) cell installs ``annotated`` and picks the
-``full`` profile on a GPU, ``cpu`` otherwise.
+(``book/*.md``). Every chapter and appendix of the book (``tools/chapters.py``:
+the numbered chapters and ``book/appendix_*`` notebooks that ``_toc.yml`` lists;
+not the results page, which reads the repository's ``results/``) gets an
+output-free twin here, written from the chapter by jupytext with deterministic
+cell ids, so the twin changes only when the chapter does. The book's Colab
+button opens the twin (``tools/sphinx_annotated.py``); ``tools/export.py`` runs
+this too. The twin asks Colab for a GPU runtime; the chapter's first (hidden in
+the book) cell installs the package and picks the ``full`` profile on a GPU,
+``cpu`` otherwise.
 
 Usage::
 
@@ -25,50 +27,18 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = "notebooks"
-NOT_CHAPTERS = {"book/results"}  # reads results/ from the repository: nothing to run in Colab
 BOOTSTRAP_MARKERS = ("pip", "install", "setup_notebook()")
 
 
-def toc_files(root: Path = ROOT) -> list[str]:
-    """Every page named in _toc.yml (root first), as repository paths without suffix."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    found = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                found.append(node["file"])
-            for key, value in node.items():
-                if key != "file":
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [str(Path(name).with_suffix("")) if name.endswith(".md") else name for name in found]
-
-
-def is_notebook(path: Path) -> bool:
-    """A page is a notebook when its front matter names a kernel."""
-    text = path.read_text()
-    return text.startswith("---") and "kernelspec:" in text.split("\n---", 1)[0]
-
-
 def chapters(root: Path = ROOT) -> list[Path]:
-    """The chapter notebooks that get a twin: toc pages directly under book/, minus the results page."""
-    pages = []
-    for name in toc_files(root):
-        if not name.startswith("book/") or name.count("/") != 1 or name in NOT_CHAPTERS:
-            continue
-        path = root / f"{name}.md"
-        if path.exists() and is_notebook(path):
-            pages.append(path)
-    return pages
+    """The pages that get a twin: chapters and appendices (``tools/chapters.py``)."""
+    return [page.path for page in book_chapters.chapters(root)]
 
 
 def twin_name(chapter: Path) -> str:

@@ -2,6 +2,8 @@
 
 Rules (see DESIGN.md, "The literate loop"):
 
+* the chapters are the notebooks ``_toc.yml`` lists (``tools/chapters.py``); a
+  ``.md`` file under ``book/`` that it does not list is an error;
 * a chapter declares its module once, in a code cell whose first line is
   ``#| default_exp <module>``;
 * every code cell whose first line is ``#| export`` is appended, in notebook
@@ -34,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py)
+import colab_twins  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "annotated"
@@ -166,8 +172,15 @@ def render_init(modules: list[Module], version: str) -> str:
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
-    """All chapter files, in name order."""
-    return sorted((root / "book").glob("*.md"))
+    """The notebooks of the book, in table-of-contents order (``tools/chapters.py``).
+
+    A ``.md`` file under ``book/`` that ``_toc.yml`` does not name, or a name there
+    without its file, is an error: the book would not build or test what we export.
+    """
+    found = book_chapters.problems(root)
+    if found:
+        raise ExportError("_toc.yml and book/ disagree:\n  " + "\n  ".join(found))
+    return [page.path for page in book_chapters.notebooks(root)]
 
 
 def build(root: Path = ROOT) -> dict[str, str]:
@@ -254,11 +267,6 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
 
 def _colab_twins(check: bool, root: Path) -> int:
     """Also write (or check) the chapters' Colab twins notebooks/*.ipynb (tools/colab_twins.py)."""
-    if not (root / "_toc.yml").exists():
-        return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import colab_twins
-
     return colab_twins.main(["--check"] if check else [], root=root)
 
 

@@ -22,7 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ("chapter", "profile", "commit", "device", "date", "wall_time_s", "metrics")
@@ -107,23 +108,8 @@ class Loaded:
 
 
 def known_chapters(root: Path = ROOT) -> list[str]:
-    """The chapter names results may use: the stems of the book/ pages in _toc.yml."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    names: list[str] = [toc["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                names.append(node["file"])
-            for key, value in node.items():
-                if key != "file":
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [Path(n).stem for n in names if n.startswith("book/") and n.count("/") == 1]
+    """The names results may use: chapters and appendices (``tools/chapters.py``)."""
+    return [page.name for page in book_chapters.pages(root, ("chapter", "appendix"))]
 
 
 def owner_chapter(name: str, chapters: list[str]) -> str | None:

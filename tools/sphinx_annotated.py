@@ -7,9 +7,11 @@ API reference:
   only static files) and one JavaScript bundle of Vega, Vega-Lite and Vega-Embed
   (from ``vl-convert-python``) are copied into the site's ``_static/``, so no page
   loads anything from a CDN;
-* **altair**: sets ``ANNOTATED_BOOK_BUILD=1`` before any notebook kernel starts, so
-  ``setup_notebook()`` switches altair to a renderer that emits HTML driven by
-  the bundled Vega scripts;
+* **altair**: before any notebook kernel starts, points ``PYTHONSTARTUP`` at
+  ``tools/book_kernel_startup.py``, so every kernel of the build switches altair
+  to the renderer of ``tools/book_altair.py``, which emits HTML driven by the
+  bundled Vega scripts (the package itself carries no book-build code); and sets
+  ``ANNOTATED_BOOK_BUILD=1``, which keeps progress bars off the pages;
 * **Colab**: the theme's Colab button points at the page's ``.md`` source, which
   Colab cannot open; here it is re-pointed at the chapter's generated twin
   ``notebooks/<name>.ipynb`` (``tools/colab_twins.py``), and removed from pages
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from docutils import nodes
@@ -30,12 +33,15 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters as book_chapters  # noqa: E402  (tools/chapters.py)
+
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_SUBDIR = "annotated_static"  # next to the html output, added to html_static_path
 VEGA_BUNDLE = "vega/vega-bundle.js"
 MATHJAX_DIR = "mathjax"
-DEFAULT_EXP = re.compile(r"^#\|\s*default_exp\s+(\S+)\s*$", re.MULTILINE)
+DEFAULT_EXP = book_chapters.DEFAULT_EXP
 
 
 def _mathjax_source() -> Path:
@@ -77,8 +83,13 @@ def _write_assets(app: Sphinx) -> None:
         app.config.html_static_path.append(str(target))
 
 
+KERNEL_STARTUP = Path(__file__).resolve().parent / "book_kernel_startup.py"
+
+
 def _on_config_inited(app: Sphinx, config) -> None:
-    # Notebook kernels inherit this environment: setup_notebook() reads it.
+    # Notebook kernels inherit this environment. IPython runs PYTHONSTARTUP in each
+    # kernel (plain `python script.py` ignores it); progress_bar() reads the other.
+    os.environ["PYTHONSTARTUP"] = str(KERNEL_STARTUP)
     os.environ["ANNOTATED_BOOK_BUILD"] = "1"
 
 
@@ -91,12 +102,14 @@ def _on_builder_inited(app: Sphinx) -> None:
 
 
 # --------------------------------------------------------------------------- Colab
-def _twin_for(pagename: str) -> str | None:
-    """The repository path of the Colab twin of a page, if one exists."""
-    if not pagename.startswith("book/") or pagename.count("/") != 1:
+def _twin_for(pagename: str, root: Path = ROOT) -> str | None:
+    """The repository path of the Colab twin of a chapter or appendix, if one exists."""
+    pages = book_chapters.chapters(root)
+    page = next((p for p in pages if p.docname == pagename), None)
+    if page is None:
         return None
-    twin = Path("notebooks") / (pagename.split("/", 1)[1] + ".ipynb")
-    return twin.as_posix() if (ROOT / twin).exists() else None
+    twin = Path("notebooks") / f"{page.name}.ipynb"
+    return twin.as_posix() if (root / twin).exists() else None
 
 
 def _fix_launch_buttons(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
@@ -140,11 +153,8 @@ def _dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict
 
 # --------------------------------------------------------------------------- API links
 def _module_of(docname: str, srcdir: Path) -> str | None:
-    path = srcdir / f"{docname}.md"
-    if not path.exists():
-        return None
-    match = DEFAULT_EXP.search(path.read_text())
-    return match.group(1) if match else None
+    """The module a page exports (``tools/chapters.py``), or None."""
+    return book_chapters.Page(docname, srcdir / f"{docname}.md").module
 
 
 def _hide_default_exp_cells(app: Sphinx, doctree: nodes.document) -> None:
