@@ -11,14 +11,14 @@ Modules and the chapters they come from:
     transformer      book/05_transformer.md
     vit              book/06_vit.md
     vit_analysis     book/07_vit_inside.md
-    plumbing         book/appendix_plumbing.md
     training         book/appendix_training.md
+    plumbing         book/appendix_plumbing.md
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'translation', 'seq2seq', 'bptt', 'transformer', 'vit', 'vit_analysis', 'plumbing', 'training']
+__all__ = ['attention', 'translation', 'seq2seq', 'bptt', 'transformer', 'vit', 'vit_analysis', 'training', 'plumbing']
 
 
 def __getattr__(name: str):
