@@ -304,12 +304,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_results(chapter: str, metrics: dict, settings: dict | None = None,
-                 wall_time_s: float | None = None, profile: str | None = None,
+                 wall_time_s: float | None = None, *, profile: str,
                  device: torch.device | None = None) -> Path:
-    """Write results/<chapter>.<profile>.json with metrics and provenance (rank 0 only); return its path."""
+    """Write results/<chapter>.<profile>.json: metrics and provenance (rank 0 only)."""
     if not metrics:
         raise ValueError(f"save_results({chapter!r}): no metrics to save")
-    profile = get_profile(profile)
+    profile = get_profile(profile)  # the caller says which; an unknown name is refused
     now = datetime.datetime.now(datetime.timezone.utc)  # datetime.UTC needs Python 3.11
     record = {
         "chapter": chapter,
@@ -331,6 +331,17 @@ def save_results(chapter: str, metrics: dict, settings: dict | None = None,
     tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def load_results(chapter: str, profile: str) -> dict | None:
+    """The recorded results/<chapter>.<profile>.json, or None when there is none."""
+    path = results_dir() / f"{chapter}.{get_profile(profile)}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a results file (bad JSON: {err})") from None
 
 
 @contextlib.contextmanager

@@ -282,6 +282,7 @@ class RecipeConfig:
             raise ValueError(f"epochs must be a whole number >= 1 or a fraction in (0, 1), got {self.epochs}")
 
 
+# %% book/03_seq2seq.md, code cell 15 (Training the four models)
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
                   checkpoint_path=None, verbose: bool = True) -> dict:
     """Adam with a one-cycle schedule, trained by training.fit (resumable at checkpoint_path)."""
@@ -301,7 +302,7 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
 
 
-# %% book/03_seq2seq.md, code cell 19 (Measuring them)
+# %% book/03_seq2seq.md, code cell 20 (Measuring them)
 @torch.no_grad()
 def translate(model: Seq2Seq, dataset: TranslationDataset, tgt_vocab: Vocab, max_tokens: int = 4000,
               extra_steps: int = 10) -> tuple[list[list[str]], float]:

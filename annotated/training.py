@@ -22,7 +22,7 @@ from torch.utils.data import DistributedSampler
 
 from annotated.plumbing import (CheckpointError, distributed_env, init_distributed,
                                 load_checkpoint, load_compact, progress_bar, rng_states,
-                                save_checkpoint, set_rng_states)
+                                save_checkpoint, save_compact, set_rng_states)
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, float, int]]
 Evaluate = Callable[[nn.Module], dict]
@@ -333,6 +333,13 @@ def process_share(batches: list) -> list:
 def weights_config(model_settings: dict, **vocabs) -> dict:
     """What shipped weights are checked against: model settings, vocabulary digests."""
     return {"model": model_settings} | {name: v.digest() for name, v in vocabs.items()}
+
+
+def save_shipped(path: str | Path, model: nn.Module, config: dict) -> Path:
+    """Write `model`'s weights to `path` in the compact 8-bit form; say how large."""
+    path = save_compact(path, model, config)
+    print(f"wrote weights/{path.name}: {path.stat().st_size / 2**20:.1f} MiB")
+    return path
 
 
 def load_shipped(path: str | Path, model: nn.Module, config: dict) -> nn.Module | None:

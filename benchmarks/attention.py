@@ -23,7 +23,7 @@ from annotated.attention import (
     scaled_dot_product_attention,
     time_forward_backward,
 )
-from annotated.plumbing import save_results, seed_everything, timer
+from annotated.plumbing import get_profile, save_results, seed_everything, timer
 
 
 def _time_core(fn, Q, K, V, repeats: int, warmup: int = 3) -> float:
@@ -67,7 +67,8 @@ def main() -> None:
         "ratio_core_ours_vs_torch_sdpa": round(ms["core_ours"] / ms["core_torch_sdpa"], 3),
     }
     settings = vars(args) | {"threads": torch.get_num_threads(), "dtype": "float32", "timing": "median"}
-    path = save_results("01_attention_benchmark", metrics, settings, wall["seconds"])
+    path = save_results("01_attention_benchmark", metrics, settings, wall["seconds"],
+                        profile=get_profile())
     for k, v in metrics["ms_fwd_bwd"].items():
         print(f"{k:32s} {v:9.2f} ms")
     for k, v in metrics.items():

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from annotated.plumbing import save_results, seed_everything
+from annotated.plumbing import get_profile, save_results, seed_everything
 from annotated.training import TrainConfig, fit
 from annotated.transformer import (
     Transformer,
@@ -91,7 +91,7 @@ def main() -> None:
         rows.append(run(name, {**BASE, **change}, data, args.epochs, args.bleu_sentences))
         save_results("05_transformer_recipe", {"runs": rows},
                      {"epochs": args.epochs, "bleu_sentences": args.bleu_sentences, "base": BASE},
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, profile=get_profile())
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def main() -> None:
     path = save_results("06_vit_benchmark", {"vit_train_images_per_second": vit_ips,
                                           "cnn_train_images_per_second": cnn_ips},
                         {"vit": vit_rec["model"], "cnn": cnn_rec["model"], "train": vit_rec["train"],
-                         "steps": args.steps, "threads": torch.get_num_threads()}, t["seconds"])
+                         "steps": args.steps, "threads": torch.get_num_threads()}, t["seconds"],
+                        profile=profile)
     print("wrote", path)
 
 

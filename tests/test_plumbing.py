@@ -146,7 +146,14 @@ def test_save_results_writes_provenance(tmp_path, monkeypatch):
     assert record["wall_time_s"] == 12.35 and record["profile"] == "cpu"
     assert {"commit", "device", "date", "torch"} <= set(record)
     with pytest.raises(ValueError, match="no metrics"):
-        P.save_results("x", {})
+        P.save_results("x", {}, profile="cpu")
+    with pytest.raises(TypeError, match="profile"):  # the caller says which profile ran
+        P.save_results("01_attention", {"bleu": 1.0})
+    assert P.load_results("01_attention", "cpu")["metrics"] == {"bleu": 31.5}
+    assert P.load_results("01_attention", "full") is None
+    (tmp_path / "02_translation.cpu.json").write_text("{cut off")
+    with pytest.raises(ValueError, match=r"02_translation.cpu.json is not a results file"):
+        P.load_results("02_translation", "cpu")
 
 
 def test_under_torchrun_only_rank_0_writes_results_and_each_rank_has_its_gpu(tmp_path, monkeypatch):
