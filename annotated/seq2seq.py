@@ -5,7 +5,6 @@
 
 # %% book/03_seq2seq.md, code cell 3 (Sequence to sequence: RNN and LSTM translators, with and without attention)
 import functools
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,8 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from annotated.attention import AdditiveAttention, cosine_attention, padding_mask
 from annotated.training import TrainConfig, fit
-from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, TokenBatchSampler,
-                                   TranslationDataset, Vocab, evaluate, pad_batch,
+from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, evaluate,
                                    teacher_forcing_step)
 
 
@@ -300,20 +298,3 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                optimizer=optimizer, scheduler=scheduler, config=config,
                checkpoint=checkpoint_path,
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
-
-
-# %% book/03_seq2seq.md, code cell 20 (Measuring them)
-@torch.no_grad()
-def translate(model: Seq2Seq, dataset: TranslationDataset, tgt_vocab: Vocab, max_tokens: int = 4000,
-              extra_steps: int = 10) -> tuple[list[list[str]], float]:
-    """Greedy translations (token lists, in dataset order) of every source sentence, and the seconds taken."""
-    model.eval()
-    device = next(model.parameters()).device
-    hypotheses: list[list[str] | None] = [None] * len(dataset)
-    start = time.perf_counter()
-    for idx in TokenBatchSampler(dataset, max_tokens, shuffle=False).batches(0):
-        src, _ = pad_batch([dataset[i] for i in idx], dataset.pad_idx)  # (B, S)
-        tokens = model.greedy_decode(src.to(device), max_len=src.size(1) + extra_steps)  # (B, L)
-        for i, row in zip(idx, tokens.cpu()):
-            hypotheses[i] = tgt_vocab.decode(row)
-    return hypotheses, time.perf_counter() - start

@@ -556,18 +556,17 @@ def noam_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.
 
 
 # %% book/05_transformer.md, code cell 33 (Training recipe)
-def translate(model: nn.Module, dataset, tgt_vocab, *, beam_size: int = 1, max_tokens: int = 4000,
-              extra_len: int = 10, length_penalty: float = 0.6) -> list[list[str]]:
-    """English token lists for every sentence of `dataset` (in order), greedy or beam search."""
-    from annotated.translation import EOS_IDX, SOS_IDX, make_loader
+def greedy_search(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
+    """translate()'s decode for a Transformer: greedy search."""
+    from annotated.translation import EOS_IDX, SOS_IDX
 
-    device = next(model.parameters()).device
-    out: list[list[str]] = []
-    for src, _ in make_loader(dataset, max_tokens, shuffle=False, bucket=False):
-        src, max_len = src.to(device), src.size(1) + extra_len
-        if beam_size == 1:
-            ids = greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX)
-        else:
-            ids = beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX, length_penalty)
-        out.extend(tgt_vocab.decode_batch(ids.cpu()))
-    return out
+    return greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX)
+
+
+def beam_search_decoder(beam_size: int, length_penalty: float = 0.6) -> Callable:
+    """translate()'s decode for a Transformer: beam search of `beam_size` beams."""
+    from annotated.translation import EOS_IDX, SOS_IDX
+
+    def decode(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
+        return beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX, length_penalty)
+    return decode

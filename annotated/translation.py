@@ -537,7 +537,33 @@ def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, 
             "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
 
 
-# %% book/02_translation.md, code cell 39 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 38 (BLEU, two ways)
+Decode = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
+
+
+def greedy_method(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
+    """translate()'s default decode: the model's own greedy_decode(src, max_len)."""
+    return model.greedy_decode(src, max_len)
+
+
+@torch.no_grad()
+def translate(model: nn.Module, dataset: TranslationDataset, tgt_vocab: Vocab, *,
+              decode: Decode = greedy_method, bucket: bool = True,
+              max_tokens: int = 4000, extra_len: int = 10) -> list[list[str]]:
+    """English token lists for every sentence of `dataset`, in the data set's order."""
+    model.eval()
+    device = model_device(model)
+    hypotheses: list[list[str]] = [[] for _ in dataset.src]
+    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=False, bucket=bucket)
+    for idx in sampler.batches(0):
+        src, _ = pad_batch([dataset[i] for i in idx], dataset.pad_idx)  # (B, S)
+        ids = decode(model, src.to(device), src.size(1) + extra_len)  # (B, L)
+        for i, row in zip(idx, ids.cpu()):
+            hypotheses[i] = tgt_vocab.decode(row)
+    return hypotheses
+
+
+# %% book/02_translation.md, code cell 40 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
     """Baseline: predict each target word from the previous one and the mean source embedding."""
 

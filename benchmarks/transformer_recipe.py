@@ -21,8 +21,8 @@ from annotated.training import TrainConfig, fit
 from annotated.transformer import (
     Transformer,
     TransformerConfig,
+    greedy_search,
     noam_schedule,
-    translate,
 )
 from annotated.translation import (
     bleu_report,
@@ -31,6 +31,7 @@ from annotated.translation import (
     make_loader,
     prepare_multi30k,
     teacher_forcing_step,
+    translate,
 )
 
 BASE = dict(d_model=128, n_heads=4, n_layers=2, d_ff=512, dropout=0.1, norm_first=False,
@@ -66,7 +67,7 @@ def run(name: str, cfg: dict, data, epochs: float, bleu_sentences: int) -> dict:
     train_s = time.perf_counter() - start
     steps = config.max_steps * whole
     val_sub = make_dataset(data.val_pairs[:bleu_sentences], data.src_vocab, data.tgt_vocab)
-    hyps = translate(model, val_sub, data.tgt_vocab)
+    hyps = translate(model, val_sub, data.tgt_vocab, decode=greedy_search, bucket=False)
     bleu = bleu_report(hyps, [data.val_pairs[i] for i in val_sub.index])
     row = {"name": name, **cfg, "epochs": epochs, "steps": steps, "train_s": train_s,
            "s_per_step": sum(history["seconds"]) / steps, "val_ppl": history["val_ppl"][-1],

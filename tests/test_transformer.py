@@ -359,3 +359,24 @@ def test_checkpoint_round_trip(tmp_path):
     other = _toy(seed=12, d_ff=80)
     with pytest.raises(CheckpointError, match="d_ff: saved 64, wanted 80"):
         load_checkpoint(path, other, asdict(other.cfg))
+
+
+def test_translate_drives_greedy_and_beam_search_in_dataset_order():
+    """Chapter 2's one translate with chapter 5's decoders: the same ids as calling them directly."""
+    from annotated.transformer import beam_search_decoder, greedy_search
+    from annotated.translation import TranslationDataset, Vocab, translate
+
+    model = _toy(seed=3)
+    vocab = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(4, 24)]])
+    src, _ = _batch(seed=5)
+    rows = [[t for t in row.tolist() if t != PAD] + [EOS] for row in src]
+    ds = TranslationDataset(rows, [[SOS, 4, EOS]] * len(rows), list(range(len(rows))),
+                            {"empty": 0, "overlong": 0})
+    padded = torch.full((len(rows), max(map(len, rows))), PAD)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = torch.tensor(row)
+    max_len = padded.size(1) + 10
+    for decode, direct in ((greedy_search, greedy_decode(model, padded, max_len, SOS, EOS)),
+                           (beam_search_decoder(3), beam_search(model, padded, 3, max_len, SOS, EOS))):
+        hyps = translate(model, ds, vocab, decode=decode, bucket=False)  # one batch, in order
+        assert hyps == [vocab.decode(row) for row in direct]
