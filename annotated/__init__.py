@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/*.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/*.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """The annotated attention book as a package.
 
 Modules and the chapters they come from:
@@ -18,11 +18,21 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ['attention', 'translation', 'seq2seq', 'bptt', 'transformer', 'vit', 'vit_analysis', 'training', 'plumbing']
+__all__ = [
+    'attention',
+    'translation',
+    'seq2seq',
+    'bptt',
+    'transformer',
+    'vit',
+    'vit_analysis',
+    'training',
+    'plumbing',
+]
 
 
 def __getattr__(name: str):
-    """Import a submodule on first use: `annotated.attention` after `import annotated`."""
+    """Import a submodule on first use: `annotated.attention`."""
     if name in __all__:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

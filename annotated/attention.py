@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/01_attention.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/01_attention.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Attention (from book/01_attention.md)."""
 
 
@@ -121,7 +121,7 @@ def _check_pair(query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | No
                          f"{mask.dtype} {tuple(mask.shape)}")
 
 
-# %% book/01_attention.md, code cell 18 (Cosine attention (the course's seq2seq decoder))
+# %% book/01_attention.md, code cell 18 (Cosine attention (the course's seq2seq deco...)
 def cosine_attention(query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
                      eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax of cosine similarities: query (B, d), keys (B, S, d) -> context (B, d), weights (B, S)."""

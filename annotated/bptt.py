@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/04_bptt.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/04_bptt.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Backpropagation through time (from book/04_bptt.md)."""
 
 
@@ -174,7 +174,7 @@ def loss_grad_hidden(params: RNNParams, xs: torch.Tensor, ys, t: int,
     return _bptt(params, xs, ys, t, h_init)[1]
 
 
-# %% book/04_bptt.md, code cell 17 (Checking the formulas against autograd, for every $t$)
+# %% book/04_bptt.md, code cell 17 (Checking the formulas against autograd, for ever...)
 class BPTTLoss(torch.autograd.Function):
     """L_t with our explicit BPTT formulas as its backward (for torch.autograd.gradcheck)."""
 

@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/07_vit_inside.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/07_vit_inside.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Inside the Vision Transformer (from book/07_vit_inside.md)."""
 
 
@@ -77,7 +77,7 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 17 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 17 (Do the ViT and the CNN compute similar thi...)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64 and check both describe the same n examples."""
     if X.dim() < 2 or Y.dim() < 2:
@@ -101,7 +101,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 18 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 18 (Do the ViT and the CNN compute similar thi...)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
     m = K.shape[0]
@@ -122,7 +122,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 19 (Do the ViT and the CNN compute similar things? CKA)
+# %% book/07_vit_inside.md, code cell 19 (Do the ViT and the CNN compute similar thi...)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""
     X, Y = _features(X, Y)

@@ -51,9 +51,20 @@ MAGIC = re.compile(r"^\s*(%|!)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.MULTILINE)
 
 BANNER = (
-    "# GENERATED FILE, DO NOT EDIT. It is exported from {source} by tools/export.py;\n"
-    "# change the chapter and run `make export` instead.\n"
+    "# GENERATED FILE, DO NOT EDIT. It is exported from {source}\n"
+    "# by tools/export.py; change the chapter and run `make export` instead.\n"
 )
+WIDTH = 88  # the package's lines fit the book's code boxes
+
+
+def marker(rel: str, number: int, section: str | None) -> str:
+    """The comment naming an exported block's source cell, its section title cut to fit."""
+    head = f"# %% {rel}, code cell {number}"
+    if not section:
+        return head
+    room = WIDTH - len(head) - 3  # " (" and ")"
+    title = section if len(section) <= room else section[: room - 3].rstrip() + "..."
+    return f"{head} ({title})"
 
 
 class ExportError(Exception):
@@ -131,10 +142,7 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
         )
     if module_name is None:
         return None
-    rendered = [
-        f"# %% {rel}, code cell {number}" + (f" ({sec})" if sec else "") + "\n" + code + "\n"
-        for number, sec, code in blocks
-    ]
+    rendered = [marker(rel, number, sec) + "\n" + code + "\n" for number, sec, code in blocks]
     return Module(module_name, rel, title, rendered)
 
 
@@ -154,7 +162,7 @@ def read_version(root: Path = ROOT) -> str:
 def render_init(modules: list[Module], version: str) -> str:
     """The text of ``annotated/__init__.py``: version, module list, lazy submodule access."""
     listing = "".join(f"    {m.name:<16} {m.source}\n" for m in modules)
-    names = ", ".join(repr(m.name) for m in modules)
+    names = "".join(f"    {m.name!r},\n" for m in modules)
     return (
         BANNER.format(source="book/*.md")
         + '"""The annotated attention book as a package.\n\nModules and the chapters they come from:\n\n'
@@ -162,9 +170,9 @@ def render_init(modules: list[Module], version: str) -> str:
         + '"""\n\n'
         + "import importlib\n\n"
         + f'__version__ = "{version}"\n'
-        + f"__all__ = [{names}]\n\n\n"
+        + f"__all__ = [\n{names}]\n\n\n"
         + "def __getattr__(name: str):\n"
-        + '    """Import a submodule on first use: `annotated.attention` after `import annotated`."""\n'
+        + '    """Import a submodule on first use: `annotated.attention`."""\n'
         + "    if name in __all__:\n"
         + '        return importlib.import_module(f"{__name__}.{name}")\n'
         + '    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")\n'
