@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/*.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/*.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """The annotated attention book as a package.
 
 Modules and the chapters they come from:

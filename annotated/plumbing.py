@@ -1,9 +1,10 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/appendix_plumbing.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/appendix_plumbing.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Appendix: the plumbing every chapter shares (from book/appendix_plumbing.md)."""
 
 
-# %% book/appendix_plumbing.md, code cell 3 (Appendix: the plumbing every chapter shares)
+# %% book/appendix_plumbing.md, code cell 3
+# (Appendix: the plumbing every chapter shares)
 import contextlib
 import dataclasses
 import datetime

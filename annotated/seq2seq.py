@@ -1,9 +1,10 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/03_seq2seq.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/03_seq2seq.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Sequence to sequence: RNN and LSTM translators, with and without attention (from book/03_seq2seq.md)."""
 
 
-# %% book/03_seq2seq.md, code cell 3 (Sequence to sequence: RNN and LSTM translators, with and without attention)
+# %% book/03_seq2seq.md, code cell 3
+# (Sequence to sequence: RNN and LSTM translators, with and without attention)
 import functools
 import time
 from dataclasses import asdict, dataclass

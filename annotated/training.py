@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/appendix_training.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/appendix_training.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """Appendix: one training loop (from book/appendix_training.md)."""
 
 

@@ -1,5 +1,5 @@
-# GENERATED FILE, DO NOT EDIT. It is exported from book/05_transformer.md by tools/export.py;
-# change the chapter and run `make export` instead.
+# GENERATED FILE, DO NOT EDIT. It is exported from book/05_transformer.md
+# by tools/export.py; change the chapter and run `make export` instead.
 """The Transformer (from book/05_transformer.md)."""
 
 

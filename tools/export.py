@@ -44,9 +44,10 @@ MODULE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAGIC = re.compile(r"^\s*(%|!)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.MULTILINE)
 
+MARKER_WIDTH = 88  # the book's code width: the package reads like the chapters
 BANNER = (
-    "# GENERATED FILE, DO NOT EDIT. It is exported from {source} by tools/export.py;\n"
-    "# change the chapter and run `make export` instead.\n"
+    "# GENERATED FILE, DO NOT EDIT. It is exported from {source}\n"
+    "# by tools/export.py; change the chapter and run `make export` instead.\n"
 )
 
 
@@ -125,11 +126,21 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
         )
     if module_name is None:
         return None
-    rendered = [
-        f"# %% {rel}, code cell {number}" + (f" ({sec})" if sec else "") + "\n" + code + "\n"
-        for number, sec, code in blocks
-    ]
+    rendered = [marker(rel, number, sec) + "\n" + code + "\n" for number, sec, code in blocks]
     return Module(module_name, rel, title, rendered)
+
+
+def marker(rel: str, number: int, section: str | None) -> str:
+    """The comment above an exported cell: chapter, cell number and section.
+
+    The section goes on a line of its own when one line would pass MARKER_WIDTH.
+    """
+    line = f"# %% {rel}, code cell {number}"
+    if not section:
+        return line
+    if len(f"{line} ({section})") <= MARKER_WIDTH:
+        return f"{line} ({section})"
+    return line + "\n# (" + section + ")"
 
 
 def render_module(module: Module) -> str:
