@@ -3,7 +3,8 @@
 """Appendix: the plumbing every chapter shares (from book/appendix_plumbing.md)."""
 
 
-# %% book/appendix_plumbing.md, code cell 3 (Appendix: the plumbing every chapter sh...)
+# %% book/appendix_plumbing.md, code cell 3
+# (Appendix: the plumbing every chapter shares)
 import contextlib
 import dataclasses
 import datetime

@@ -3,7 +3,8 @@
 """Sequence to sequence: RNN and LSTM translators, with and without attention (from book/03_seq2seq.md)."""
 
 
-# %% book/03_seq2seq.md, code cell 3 (Sequence to sequence: RNN and LSTM translators...)
+# %% book/03_seq2seq.md, code cell 3
+# (Sequence to sequence: RNN and LSTM translators, with and without attention)
 import functools
 from dataclasses import asdict, dataclass
 

@@ -64,7 +64,8 @@ def load_multi30k(split: str) -> list[tuple[str, str]]:
     return list(zip(de, en, strict=True))
 
 
-# %% book/02_translation.md, code cell 7 (Tokenisation, and the newline that was not...)
+# %% book/02_translation.md, code cell 7
+# (Tokenisation, and the newline that was not there)
 @functools.cache
 def spacy_tokenizer(lang: str):
     """spaCy's rule-based tokenizer for `lang` ('de', 'en'): no model download, loaded once."""
@@ -73,7 +74,8 @@ def spacy_tokenizer(lang: str):
     return spacy.blank(lang).tokenizer
 
 
-# %% book/02_translation.md, code cell 9 (Tokenisation, and the newline that was not...)
+# %% book/02_translation.md, code cell 9
+# (Tokenisation, and the newline that was not there)
 def tokenize(text: str, lang: str) -> list[str]:
     """Lowercased spaCy tokens of `text` in language `lang`, whitespace tokens dropped."""
     if not isinstance(text, str):
@@ -91,7 +93,8 @@ def tokenize_en(text: str) -> list[str]:
     return tokenize(text, "en")
 
 
-# %% book/02_translation.md, code cell 11 (Tokenisation, and the newline that was no...)
+# %% book/02_translation.md, code cell 11
+# (Tokenisation, and the newline that was not there)
 _NO_SPACE_BEFORE = {".", ",", "!", "?", ";", ":", ")", "]", "}", "%", "'s", "n't", "'re", "'ve",
                     "'ll", "'d", "'m", "'", "-", "/"}
 _NO_SPACE_AFTER = {"(", "[", "{", "$", "-", "/"}

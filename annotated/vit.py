@@ -478,7 +478,8 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 40 (Inductive bias, measured: a small CNN with the sa...)
+# %% book/06_vit.md, code cell 40
+# (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip connection (1x1 conv when the shape changes)."""
 
@@ -496,7 +497,8 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 41 (Inductive bias, measured: a small CNN with the sa...)
+# %% book/06_vit.md, code cell 41
+# (Inductive bias, measured: a small CNN with the same budget)
 class SmallResNet(nn.Module):
     """A small ResNet for 32x32 images: stem, one residual block per stage, pooling, linear head."""
 
@@ -522,7 +524,8 @@ class SmallResNet(nn.Module):
         return self.head(self.hidden_states(images)[-1].mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 42 (Inductive bias, measured: a small CNN with the sa...)
+# %% book/06_vit.md, code cell 42
+# (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)

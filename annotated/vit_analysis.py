@@ -11,21 +11,30 @@ import torch.nn.functional as F
 
 
 # %% book/07_vit_inside.md, code cell 8 (Where does the class token look?)
-def cls_attention_maps(attentions: torch.Tensor, grid_size: int | None = None) -> torch.Tensor:
-    """The class token's attention to the patches, as grids: (..., 1+g*g, 1+g*g) -> (..., g, g)."""
+def cls_attention_maps(attentions: torch.Tensor,
+                       grid_size: int | None = None) -> torch.Tensor:
+    """The class token's attention to the patches, as grids.
+
+    Shapes: (..., 1+g*g, 1+g*g) -> (..., g, g).
+    """
     if attentions.dim() < 2 or attentions.shape[-1] != attentions.shape[-2]:
-        raise ValueError(f"attentions must end in (tokens, tokens), got shape {tuple(attentions.shape)}")
+        raise ValueError("attentions must end in (tokens, tokens), "
+                         f"got shape {tuple(attentions.shape)}")
     n_patches = attentions.shape[-1] - 1
     g = grid_size if grid_size is not None else math.isqrt(n_patches)
     if g * g != n_patches:
-        raise ValueError(f"{attentions.shape[-1]} tokens are not 1 class token + a square grid of "
-                         f"patches (grid_size {grid_size})")
+        raise ValueError(f"{attentions.shape[-1]} tokens are not 1 class token + a "
+                         f"square grid of patches (grid_size {grid_size})")
     return attentions[..., 0, 1:].reshape(*attentions.shape[:-2], g, g)
 
 
-# %% book/07_vit_inside.md, code cell 10 (Attention rollout)
-def attention_rollout(attentions: torch.Tensor, discard_ratio: float = 0.0) -> torch.Tensor:
-    """Rollout of (L, B, heads, T, T) attention: prod_l (A_l + I)/2 with head-mean A_l -> (B, T, T)."""
+# %% book/07_vit_inside.md, code cell 11 (Attention rollout)
+def attention_rollout(attentions: torch.Tensor,
+                      discard_ratio: float = 0.0) -> torch.Tensor:
+    """Rollout of (L, B, heads, T, T) attention -> (B, T, T).
+
+    The product over layers of (A_l + I) / 2, with A_l the head-mean attention.
+    """
     if attentions.dim() != 5 or attentions.shape[-1] != attentions.shape[-2]:
         raise ValueError(f"attentions must be (layers, batch, heads, tokens, tokens), "
                          f"got shape {tuple(attentions.shape)}")
@@ -45,18 +54,22 @@ def attention_rollout(attentions: torch.Tensor, discard_ratio: float = 0.0) -> t
     return rollout.to(attentions.dtype)
 
 
-# %% book/07_vit_inside.md, code cell 12 (How far does each head look?)
+# %% book/07_vit_inside.md, code cell 14 (How far does each head look?)
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """Pixel distances between the centres of every pair of patches: (g*g, g*g)."""
-    ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
-    centres = torch.stack([ys.flatten(), xs.flatten()], -1).double() * patch_size  # (N, 2)
+    ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size),
+                            indexing="ij")
+    # (N, 2): one row per patch
+    centres = torch.stack([ys.flatten(), xs.flatten()], -1).double() * patch_size
     return torch.cdist(centres, centres)  # (N, N)
 
 
-def mean_attention_distance(attention: torch.Tensor, grid_size: int, patch_size: int) -> torch.Tensor:
+def mean_attention_distance(attention: torch.Tensor, grid_size: int,
+                            patch_size: int) -> torch.Tensor:
     """Mean attention distance in pixels of each head: (B, heads, T, T) -> (heads,)."""
     if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
-        raise ValueError(f"attention must be (batch, heads, tokens, tokens), got {tuple(attention.shape)}")
+        raise ValueError("attention must be (batch, heads, tokens, tokens), "
+                         f"got {tuple(attention.shape)}")
     T, N = attention.shape[-1], grid_size * grid_size
     if T not in (N, N + 1):
         raise ValueError(f"{T} tokens do not fit a {grid_size}x{grid_size} grid "
@@ -67,24 +80,34 @@ def mean_attention_distance(attention: torch.Tensor, grid_size: int, patch_size:
     return (a * D).sum(-1).mean((0, 2))  # (heads,)
 
 
-# %% book/07_vit_inside.md, code cell 15 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 18 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
-    """Cosine similarity of each patch's position embedding with all others: (g, g, g, g)."""
+    """Cosine similarity of each patch's position embedding with all others.
+
+    Returns (g, g, g, g): entry [i, j] is the map of the patch in row i, column j.
+    """
     pos = pos_embed.reshape(-1, pos_embed.shape[-1])
     if pos.shape[0] not in (grid_size ** 2, grid_size ** 2 + 1):
-        raise ValueError(f"{pos.shape[0]} position embeddings do not fit a {grid_size}x{grid_size} grid")
-    pos = F.normalize(pos[-grid_size ** 2:].double(), dim=-1)  # (N, d), class token dropped
+        raise ValueError(f"{pos.shape[0]} position embeddings do not fit a "
+                         f"{grid_size}x{grid_size} grid")
+    pos = F.normalize(pos[-grid_size ** 2:].double(), dim=-1)  # (N, d), no class token
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 17 (Do the ViT and the CNN compute similar thi...)
+# %% book/07_vit_inside.md, code cell 21
+# (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flatten (n, ...) features to (n, p) float64 and check both describe the same n examples."""
+    """Flatten (n, ...) features to (n, p) float64.
+
+    Checks that both describe the same n examples.
+    """
     if X.dim() < 2 or Y.dim() < 2:
-        raise ValueError(f"features must be (examples, ...), got shapes {tuple(X.shape)} and {tuple(Y.shape)}")
+        raise ValueError("features must be (examples, ...), got shapes "
+                         f"{tuple(X.shape)} and {tuple(Y.shape)}")
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"CKA compares the same examples: X has {X.shape[0]} rows, Y has {Y.shape[0]} "
-                         f"(shapes {tuple(X.shape)} and {tuple(Y.shape)})")
+        raise ValueError(f"CKA compares the same examples: X has {X.shape[0]} rows, "
+                         f"Y has {Y.shape[0]} (shapes {tuple(X.shape)} and "
+                         f"{tuple(Y.shape)})")
     return X.reshape(X.shape[0], -1).double(), Y.reshape(Y.shape[0], -1).double()
 
 
@@ -97,32 +120,41 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     K, L = X @ X.T, Y @ Y.T  # (n, n) Gram matrices: cheap when features are wide
     hsic_kl, hsic_kk, hsic_ll = (K * L).sum(), (K * K).sum(), (L * L).sum()
     if hsic_kk == 0 or hsic_ll == 0:
-        raise ValueError("CKA is undefined for a constant representation (zero variance)")
+        raise ValueError("CKA is undefined for a constant representation "
+                         "(zero variance)")
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 18 (Do the ViT and the CNN compute similar thi...)
+# %% book/07_vit_inside.md, code cell 22
+# (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
     m = K.shape[0]
     if m < 4:
-        raise ValueError(f"the unbiased HSIC needs minibatches of at least 4 examples, got {m}")
+        raise ValueError("the unbiased HSIC needs minibatches of at least 4 examples, "
+                         f"got {m}")
     K, L = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
     trace_KL = (K * L).sum()  # tr(K L) for symmetric K, L, without the (m, m) product
     ones_KL_ones = K.sum(0) @ L.sum(1)  # 1ᵀ K L 1
-    return (trace_KL + K.sum() * L.sum() / ((m - 1) * (m - 2)) - 2 * ones_KL_ones / (m - 2)) / (m * (m - 3))
+    sums_KL = K.sum() * L.sum() / ((m - 1) * (m - 2))  # 1ᵀ K 1 · 1ᵀ L 1 / ((m-1)(m-2))
+    return (trace_KL + sums_KL - 2 * ones_KL_ones / (m - 2)) / (m * (m - 3))
 
 
 def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Linear Gram matrices (m, m) of consecutive minibatches of (n, p) features (remainder dropped)."""
+    """Linear Gram matrices (m, m) of consecutive minibatches of (n, p) features.
+
+    The last n % m examples are dropped.
+    """
     n = features.shape[0]
     if batch_size < 4 or n < batch_size:
-        raise ValueError(f"minibatch CKA needs 4 <= batch_size <= n; got batch_size={batch_size}, n={n}")
+        raise ValueError("minibatch CKA needs 4 <= batch_size <= n; "
+                         f"got batch_size={batch_size}, n={n}")
     f = features[: n - n % batch_size].reshape(n // batch_size, batch_size, -1).double()
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 19 (Do the ViT and the CNN compute similar thi...)
+# %% book/07_vit_inside.md, code cell 23
+# (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""
     X, Y = _features(X, Y)
@@ -131,7 +163,7 @@ def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> fl
 
 def cka_matrix(layers_a: list[torch.Tensor], layers_b: list[torch.Tensor],
                batch_size: int = 256) -> torch.Tensor:
-    """Minibatch CKA of every layer in `layers_a` against every layer in `layers_b`: (A, B)."""
+    """Minibatch CKA of each layer in `layers_a` against each in `layers_b`: (A, B)."""
     for a in layers_a:
         for b in layers_b:
             _features(a, b)  # same number of examples everywhere

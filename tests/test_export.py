@@ -71,6 +71,18 @@ def test_exports_cells_in_order_with_banner_and_markers(book):
     assert namespace["f"]() == 1
 
 
+def test_banner_and_markers_fit_the_book_width(book):
+    """A marker that would pass 88 characters puts its section on a line of its own."""
+    root, write = book
+    long_section = "A section heading long enough to push the marker past the book's width"
+    write("01_a.md", "# Chapter A\n\n", cell("#| default_exp alpha"),
+          f"## {long_section}\n\n", cell("#| export\nX = 1"))
+    assert export.main([], root=root) == 0
+    text = (root / "annotated" / "alpha.py").read_text()
+    assert f"# %% book/01_a.md, code cell 2\n# ({long_section})\nX = 1" in text
+    assert max(len(line) for line in text.splitlines()) <= export.MARKER_WIDTH
+
+
 def test_check_reports_stale_file_with_diff(book, capsys):
     root, write = book
     write("01_a.md", cell("#| default_exp alpha"), cell("#| export\nX = 1"))

@@ -50,23 +50,11 @@ MODULE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAGIC = re.compile(r"^\s*(%|!)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.MULTILINE)
 
+MARKER_WIDTH = 88  # the book's code width: the package reads like the chapters
 BANNER = (
     "# GENERATED FILE, DO NOT EDIT. It is exported from {source}\n"
     "# by tools/export.py; change the chapter and run `make export` instead.\n"
 )
-WIDTH = 88  # the package's lines fit the book's code boxes
-
-
-def marker(rel: str, number: int, section: str | None) -> str:
-    """The comment naming an exported block's source cell, its section title cut to fit."""
-    head = f"# %% {rel}, code cell {number}"
-    if not section:
-        return head
-    room = WIDTH - len(head) - 3  # " (" and ")"
-    title = section if len(section) <= room else section[: room - 3].rstrip() + "..."
-    return f"{head} ({title})"
-
-
 class ExportError(Exception):
     """A chapter breaks one of the export rules."""
 
@@ -144,6 +132,19 @@ def parse_chapter(path: Path, root: Path = ROOT) -> Module | None:
         return None
     rendered = [marker(rel, number, sec) + "\n" + code + "\n" for number, sec, code in blocks]
     return Module(module_name, rel, title, rendered)
+
+
+def marker(rel: str, number: int, section: str | None) -> str:
+    """The comment above an exported cell: chapter, cell number and section.
+
+    The section goes on a line of its own when one line would pass MARKER_WIDTH.
+    """
+    line = f"# %% {rel}, code cell {number}"
+    if not section:
+        return line
+    if len(f"{line} ({section})") <= MARKER_WIDTH:
+        return f"{line} ({section})"
+    return line + "\n# (" + section + ")"
 
 
 def render_module(module: Module) -> str:
