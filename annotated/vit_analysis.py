@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-# %% book/07_vit_inside.md, code cell 8 (Where does the class token look?)
+# %% book/07_vit_inside.md, code cell 10 (Where does the class token look?)
 def cls_attention_maps(attentions: torch.Tensor,
                        grid_size: int | None = None) -> torch.Tensor:
     """The class token's attention to the patches, as grids.
@@ -28,7 +28,7 @@ def cls_attention_maps(attentions: torch.Tensor,
     return attentions[..., 0, 1:].reshape(*attentions.shape[:-2], g, g)
 
 
-# %% book/07_vit_inside.md, code cell 11 (Attention rollout)
+# %% book/07_vit_inside.md, code cell 13 (Attention rollout)
 def attention_rollout(attentions: torch.Tensor,
                       discard_ratio: float = 0.0) -> torch.Tensor:
     """Rollout of (L, B, heads, T, T) attention -> (B, T, T).
@@ -54,7 +54,7 @@ def attention_rollout(attentions: torch.Tensor,
     return rollout.to(attentions.dtype)
 
 
-# %% book/07_vit_inside.md, code cell 14 (How far does each head look?)
+# %% book/07_vit_inside.md, code cell 16 (How far does each head look?)
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """Pixel distances between the centres of every pair of patches: (g*g, g*g)."""
     ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size),
@@ -80,7 +80,7 @@ def mean_attention_distance(attention: torch.Tensor, grid_size: int,
     return (a * D).sum(-1).mean((0, 2))  # (heads,)
 
 
-# %% book/07_vit_inside.md, code cell 18 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 20 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding with all others.
 
@@ -94,7 +94,7 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 21
+# %% book/07_vit_inside.md, code cell 23
 # (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64.
@@ -125,7 +125,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 22
+# %% book/07_vit_inside.md, code cell 24
 # (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
@@ -153,7 +153,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 23
+# %% book/07_vit_inside.md, code cell 25
 # (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""
