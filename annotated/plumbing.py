@@ -35,9 +35,9 @@ DEFAULT_PROFILE = "cpu"
 
 
 def get_profile(name: str | None = None) -> str:
-    """The active profile: `name`, else $ANNOTATED_PROFILE, else 'cpu'; unknown names are refused."""
-    profile = name if name is not None else os.environ.get("ANNOTATED_PROFILE", DEFAULT_PROFILE)
-    profile = profile.strip().lower()
+    """The active profile: `name`, $ANNOTATED_PROFILE or 'cpu'; unknown ones refused."""
+    env = os.environ.get("ANNOTATED_PROFILE", DEFAULT_PROFILE)
+    profile = (name if name is not None else env).strip().lower()
     if profile not in PROFILES:
         raise ValueError(
             f"unknown profile {profile!r} (from ANNOTATED_PROFILE or the argument); "
@@ -47,15 +47,16 @@ def get_profile(name: str | None = None) -> str:
 
 
 def by_profile(smoke: T, cpu: T, full: T, profile: str | None = None) -> T:
-    """Pick the value for the active profile: `by_profile(smoke=2, cpu=20, full=200)`."""
+    """The value for the active profile: `by_profile(smoke=2, cpu=20, full=200)`."""
     return {"smoke": smoke, "cpu": cpu, "full": full}[get_profile(profile)]
 
 
 # %% book/appendix_plumbing.md, code cell 5 (Profiles: one code path, three sizes)
 def setup_notebook(seed: int | None = None) -> str:
-    """Choose the profile if unset (full on GPU, else cpu), set up plotting, print and return it."""
+    """Choose the profile if unset (GPU: full, else cpu), set up plots; print it."""
     if "ANNOTATED_PROFILE" not in os.environ:
-        os.environ["ANNOTATED_PROFILE"] = "full" if torch.cuda.is_available() else DEFAULT_PROFILE
+        default = "full" if torch.cuda.is_available() else DEFAULT_PROFILE
+        os.environ["ANNOTATED_PROFILE"] = default
     profile = get_profile()
     import altair as alt
     import matplotlib.pyplot as plt
@@ -84,22 +85,24 @@ class DistEnv:
 
 
 def distributed_env() -> DistEnv:
-    """RANK, LOCAL_RANK and WORLD_SIZE as torchrun sets them; bad values are refused by name."""
+    """RANK, LOCAL_RANK, WORLD_SIZE as torchrun sets them; bad ones refused by name."""
     values = {}
     for name, default in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)):
         raw = os.environ.get(name, str(default))
         try:
             values[name] = int(raw)
         except ValueError:
-            raise ValueError(f"{name}={raw!r} is not an integer (torchrun sets it)") from None
+            raise ValueError(f"{name}={raw!r} is not an integer "
+                             "(torchrun sets it)") from None
     env = DistEnv(values["RANK"], values["LOCAL_RANK"], values["WORLD_SIZE"])
     if env.world_size < 1 or not 0 <= env.rank < env.world_size:
-        raise ValueError(f"RANK={env.rank} must lie in [0, WORLD_SIZE={env.world_size})")
+        raise ValueError(f"RANK={env.rank} must lie in "
+                         f"[0, WORLD_SIZE={env.world_size})")
     return env
 
 
 def init_distributed() -> DistEnv:
-    """Join torchrun's process group once (NCCL on GPUs, gloo on CPUs); nothing when run alone."""
+    """Join torchrun's process group once (NCCL on GPUs, else gloo); alone, nothing."""
     env = distributed_env()
     if env.world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -119,30 +122,32 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def rng_states() -> dict:
-    """The states of PyTorch's global generators (CPU and every GPU): what a resumed run restores."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    """PyTorch's global RNG states (CPU, every GPU): what a resumed run restores."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def set_rng_states(states: dict) -> None:
-    """Restore what `rng_states` returned (tensors may come back on any device from a checkpoint)."""
+    """Restore what `rng_states` returned (from a checkpoint: on any device)."""
     torch.set_rng_state(states["torch"].cpu())
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """CUDA when available (this process's own GPU under torchrun; or `prefer`), else the CPU."""
+    """`prefer`, else CUDA if any (under torchrun: this process's GPU), else CPU."""
     if prefer is not None:
         return torch.device(prefer)
     if not torch.cuda.is_available():
         return torch.device("cpu")
     env = distributed_env()
-    return torch.device("cuda", env.local_rank) if env.world_size > 1 else torch.device("cuda")
+    if env.world_size > 1:
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cuda")
 
 
 def device_name(device: torch.device | None = None) -> str:
-    """A human-readable name of the device: the GPU model or the CPU and its thread count."""
+    """A readable name of the device: the GPU model, or the CPU and its thread count."""
     device = device or get_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -159,12 +164,13 @@ def _in_notebook() -> bool:
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and shell.__class__.__name__ in ("ZMQInteractiveShell", "Shell")
+    kernels = ("ZMQInteractiveShell", "Shell")
+    return shell is not None and shell.__class__.__name__ in kernels
 
 
 def progress_bar(iterable: Any = None, desc: str = "", total: int | None = None,
                  enabled: bool | None = None, initial: int = 0):
-    """A tqdm bar shown in a terminal or live notebook; silent in tests, the book build and logs."""
+    """tqdm in a terminal or live notebook; silent in tests, the book build and logs."""
     if enabled is None:
         quiet = os.environ.get("TQDM_DISABLE") or os.environ.get("ANNOTATED_BOOK_BUILD")
         enabled = not quiet and (sys.stderr.isatty() or _in_notebook())
@@ -172,7 +178,8 @@ def progress_bar(iterable: Any = None, desc: str = "", total: int | None = None,
         from tqdm.notebook import tqdm
     else:
         from tqdm import tqdm
-    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not enabled, leave=False)
+    return tqdm(iterable, desc=desc, total=total, initial=initial,
+                disable=not enabled, leave=False)
 
 
 # %% book/appendix_plumbing.md, code cell 11 (Data: where it lives and how it arrives)
@@ -183,7 +190,7 @@ def data_dir() -> Path:
 
 
 def checkpoint_dir() -> Path:
-    """Where trained models go: $ANNOTATED_CHECKPOINTS, else <repo>/checkpoints, else ./checkpoints."""
+    """Where models go: $ANNOTATED_CHECKPOINTS, <repo>/checkpoints or ./checkpoints."""
     return repo_folder("ANNOTATED_CHECKPOINTS", "checkpoints")
 
 
@@ -205,11 +212,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None) -> None:
+def _check_digest(path: Path, sha256: str, origin: str,
+                  name: str | None = None) -> None:
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise ChecksumError(
-            f"{name or path.name} ({origin}) is corrupt: SHA-256 {actual}, expected {sha256.lower()}"
+            f"{name or path.name} ({origin}) is corrupt: SHA-256 {actual}, "
+            f"expected {sha256.lower()}"
             + ("" if name else f"; delete {path} and try again")
         )
 
@@ -217,14 +226,15 @@ def _check_digest(path: Path, sha256: str, origin: str, name: str | None = None)
 # %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
           timeout: float = 60.0) -> Path:
-    """Return the verified local copy of `url` in data_dir()/subdir, downloading it if needed."""
+    """The verified local copy of `url` in data_dir()/subdir, downloaded if needed."""
     filename = filename or url.rsplit("/", 1)[-1]
     target = data_dir() / subdir / filename
     if target.exists():
         _check_digest(target, sha256, f"found at {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.", suffix=".part")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.",
+                                    suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -236,12 +246,13 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
                         out.write(block)
                         received += len(block)
                     if expected is not None and received != int(expected):
-                        raise OSError(f"connection closed after {received} of {expected} bytes")
+                        raise OSError(f"connection closed after {received} "
+                                      f"of {expected} bytes")
             except (urllib.error.URLError, OSError, ValueError) as err:
                 raise DataUnavailableError(
-                    f"{filename} is not in {target.parent} and downloading it from {url} failed "
-                    f"({err}); download it by hand to {target}, or set ANNOTATED_DATA to a "
-                    f"folder whose '{subdir}/' holds it"
+                    f"{filename} is not in {target.parent} and downloading it "
+                    f"from {url} failed ({err}); download it by hand to {target}, "
+                    f"or set ANNOTATED_DATA to a folder whose '{subdir}/' holds it"
                 ) from None
         _check_digest(tmp, sha256, f"downloaded from {url}", name=filename)
         os.replace(tmp, target)  # atomic on POSIX and Windows
@@ -252,7 +263,7 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
 
 # %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
 def repo_root(start: Path | None = None) -> Path | None:
-    """The book's repository root (the folder holding `_toc.yml`) above `start`, if any."""
+    """The repository root (the folder with `_toc.yml`) at or above `start`, if any."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").exists():
@@ -261,7 +272,7 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 
 def repo_folder(env_var: str, name: str) -> Path:
-    """$env_var if set, else the folder `name` in the repository root, else `name` in the working directory."""
+    """$env_var if set, else `name` in the repository root, else `name` in the cwd."""
     env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
@@ -275,14 +286,18 @@ def results_dir() -> Path:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The current commit ('+dirty' for uncommitted changes outside results/), or 'unknown'."""
+    """The current commit, '+dirty' if changed outside results/, or 'unknown'."""
     cwd = root or repo_root() or Path.cwd()
+
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True,  # noqa: E731
-                                        text=True, check=True, timeout=10).stdout.strip()
         commit = run("rev-parse", "--short=12", "HEAD")
-        # results/ is excluded: a build rewrites it chapter by chapter, and that changes no code
-        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        # results/ is excluded: a build rewrites it chapter by chapter, changing no code
+        changed = run("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      ":(exclude)results")
         return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -362,8 +377,9 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
-                    optimizer: torch.optim.Optimizer | None = None, **state: Any) -> Path:
-    """Atomically save model (+ optimizer) weights, the config and extra state (epoch, ...)."""
+                    optimizer: torch.optim.Optimizer | None = None,
+                    **state: Any) -> Path:
+    """Atomically save model (+ optimizer) weights, config and state (epoch, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": _jsonable(config), "model": model.state_dict(), "state": state,
@@ -372,7 +388,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
 
 
 def _save_atomically(payload: dict, path: Path) -> Path:
-    """torch.save to a .part file, then rename: a crash never leaves a half-written file at path."""
+    """torch.save to a .part file, then rename: no crash leaves half a file at path."""
     tmp = path.with_name(path.name + ".part")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -380,27 +396,30 @@ def _save_atomically(payload: dict, path: Path) -> Path:
 
 
 def _check_config(path: Path, saved: dict, config: dict) -> None:
-    """Raise CheckpointError naming every field where the saved config differs from the wanted one."""
+    """Raise CheckpointError naming each field where saved and wanted configs differ."""
     wanted = _jsonable(config)
     diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
             if saved.get(k) != wanted.get(k)}
     if diff:
-        detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"{path} was saved from a different configuration ({detail})")
+        detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}"
+                           for k, (a, b) in diff.items())
+        raise CheckpointError(f"{path} was saved from a different configuration "
+                              f"({detail})")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
                     optimizer: torch.optim.Optimizer | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint saved with the same config into model (+ optimizer); return its state."""
+    """Load a checkpoint of this config into model (+ optimizer); return its state."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
         saved = payload["config"]
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
+        raise CheckpointError(f"{path} is not a readable checkpoint "
+                              f"({type(err).__name__}: {err})") from None
     _check_config(path, saved, config)
     model.load_state_dict(payload["model"])
     if optimizer is not None and payload["optimizer"] is not None:
@@ -413,47 +432,58 @@ COMPACT_FORMAT = "annotated-int8-rows/1"
 
 
 def weights_dir() -> Path:
-    """Where weights shipped with the book live: $ANNOTATED_WEIGHTS, else <repo>/weights, else ./weights."""
+    """Where shipped weights live: $ANNOTATED_WEIGHTS, <repo>/weights or ./weights."""
     return repo_folder("ANNOTATED_WEIGHTS", "weights")
 
 
 def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 codes (rows, cols) and float32 scales (rows, 1) of a tensor viewed as rows = its first dim."""
+    """int8 codes (rows, cols) and float32 scales (rows, 1); rows = the first dim."""
     rows = t.detach().float().reshape(t.size(0), -1)  # (rows, cols)
     scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127  # (rows, 1)
     return torch.round(rows / scale).to(torch.int8), scale
 
 
 def save_compact(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
-    """Atomically save model's weights small: matrices as int8 rows with a scale each, the rest as is."""
+    """Atomically save weights small: matrices as int8 rows and scales, rest as is."""
     tensors: dict[str, Any] = {}
     for name, t in model.state_dict().items():
         t = t.detach().cpu()
         if t.is_floating_point() and t.dim() >= 2:
             codes, scale = quantize_rows(t)
-            tensors[name] = {"codes": codes, "scale": scale, "shape": list(t.shape), "dtype": str(t.dtype)}
+            tensors[name] = {"codes": codes, "scale": scale, "shape": list(t.shape),
+                             "dtype": str(t.dtype)}
         else:
             tensors[name] = t.clone()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_atomically({"format": COMPACT_FORMAT, "config": _jsonable(config), "tensors": tensors}, path)
+    payload = {"format": COMPACT_FORMAT, "config": _jsonable(config),
+               "tensors": tensors}
+    return _save_atomically(payload, path)
 
 
-def load_compact(path: str | Path, model: torch.nn.Module, config: dict) -> torch.nn.Module:
-    """Load weights saved by save_compact with the same config into model (dequantized); return model."""
+def load_compact(path: str | Path, model: torch.nn.Module,
+                 config: dict) -> torch.nn.Module:
+    """Load save_compact's weights of this config into model, dequantized; return it."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         fmt, saved, tensors = payload["format"], payload["config"], payload["tensors"]
     except FileNotFoundError:
         raise
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"{path} is not a readable weights file ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
+        raise CheckpointError(f"{path} is not a readable weights file "
+                              f"({type(err).__name__}: {err})") from None
     if fmt != COMPACT_FORMAT:
         raise CheckpointError(f"{path} has format {fmt!r}, not {COMPACT_FORMAT!r}")
     _check_config(path, saved, config)
-    dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16, "torch.bfloat16": torch.bfloat16}
-    state = {name: (t["codes"].float() * t["scale"]).reshape(t["shape"]).to(dtypes[t["dtype"]])
-             if isinstance(t, dict) else t for name, t in tensors.items()}
+    dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16,
+              "torch.bfloat16": torch.bfloat16}
+
+    def dequantize(t: dict) -> torch.Tensor:
+        codes = t["codes"].float() * t["scale"]  # (rows, cols)
+        return codes.reshape(t["shape"]).to(dtypes[t["dtype"]])
+
+    state = {name: dequantize(t) if isinstance(t, dict) else t
+             for name, t in tensors.items()}
     model.load_state_dict(state)
     return model

@@ -30,7 +30,8 @@ class Seq2SeqConfig:
     src_vocab: int  # German vocabulary size V_src
     tgt_vocab: int  # English vocabulary size V
     cell: str = "lstm"  # recurrent cell: "rnn" (tanh) or "lstm"
-    attention: str | None = "additive"  # None, "cosine" (the course's) or "additive" (Bahdanau)
+    # None, "cosine" (the course's) or "additive" (Bahdanau)
+    attention: str | None = "additive"
     emb_dim: int = 256  # E, word embedding size (both languages)
     hidden_dim: int = 256  # H, decoder state size = encoder output size
     bidirectional: bool = True  # encoder reads both ways, H/2 units per direction
@@ -44,12 +45,14 @@ class Seq2SeqConfig:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+            raise ValueError(f"attention must be one of {ATTENTIONS}, "
+                             f"got {self.attention!r}")
         for name in ("src_vocab", "tgt_vocab", "emb_dim", "hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.bidirectional and self.hidden_dim % 2:
-            raise ValueError(f"a bidirectional encoder splits hidden_dim={self.hidden_dim} in two halves; "
+            raise ValueError("a bidirectional encoder splits "
+                             f"hidden_dim={self.hidden_dim} in two halves; "
                              "use an even hidden_dim")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -57,12 +60,13 @@ class Seq2SeqConfig:
 
 # %% book/03_seq2seq.md, code cell 5 (The encoder)
 def _merge_directions(h: torch.Tensor) -> torch.Tensor:
-    """(directions, B, H / directions) -> (B, H): concatenate the final states of both directions."""
+    """(directions, B, H / directions) -> (B, H): the final states, concatenated."""
     return h.transpose(0, 1).reshape(h.size(1), -1)
 
 
 def _init_embedding(embedding: nn.Embedding, std: float = 0.1) -> None:
-    """N(0, std²) entries and a zero <pad> row. PyTorch's N(0, 1) would make tied output logits huge."""
+    """N(0, std²) entries and a zero <pad> row."""
+    # PyTorch's default N(0, 1) would make tied output logits huge
     nn.init.normal_(embedding.weight, std=std)
     with torch.no_grad():
         embedding.weight[embedding.padding_idx].zero_()
@@ -76,19 +80,22 @@ class Encoder(nn.Module):
         self.cfg = cfg
         directions = 2 if cfg.bidirectional else 1
         rnn = nn.LSTM if cfg.cell == "lstm" else nn.RNN
-        self.embedding = nn.Embedding(cfg.src_vocab, cfg.emb_dim, padding_idx=cfg.pad_idx)
+        self.embedding = nn.Embedding(cfg.src_vocab, cfg.emb_dim,
+                                      padding_idx=cfg.pad_idx)
         self.rnn = rnn(cfg.emb_dim, cfg.hidden_dim // directions, batch_first=True,
                        bidirectional=cfg.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         _init_embedding(self.embedding)
 
     def forward(self, src: torch.Tensor):
-        """src (B, S) -> keys (B, S, H) (zero at padding), initial decoder state (B, H) or a pair."""
+        """src (B, S) -> keys (B, S, H), 0 at padding; first state (B, H) or a pair."""
         lengths = padding_mask(src, self.cfg.pad_idx).sum(1)  # (B,)
         x = self.dropout(self.embedding(src))  # (B, S, E)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
         out, state = self.rnn(packed)
-        keys, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
+        keys, _ = pad_packed_sequence(out, batch_first=True,
+                                      total_length=src.size(1))  # (B, S, H)
         if isinstance(state, tuple):  # LSTM: (h, c)
             return keys, tuple(_merge_directions(s) for s in state)
         return keys, _merge_directions(state)
@@ -242,32 +249,37 @@ class Seq2Seq(nn.Module):
 # %% book/03_seq2seq.md, code cell 10 (The encoder-decoder)
 def _check_src(src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
     if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.dtype != torch.long:
-        desc = f"{src.dtype} tensor of shape {tuple(src.shape)}" if isinstance(src, torch.Tensor) else type(src).__name__
+        desc = type(src).__name__
+        if isinstance(src, torch.Tensor):
+            desc = f"{src.dtype} tensor of shape {tuple(src.shape)}"
         raise TypeError(f"src must be a (B, S) LongTensor of token ids, got a {desc}")
     if src.numel() == 0:
         raise ValueError(f"src is empty: shape {tuple(src.shape)}")
     empty = (src != cfg.pad_idx).sum(1) == 0
     if empty.any():
-        raise ValueError(f"source sentences {empty.nonzero().flatten().tolist()[:10]} are all padding")
+        which = empty.nonzero().flatten().tolist()[:10]
+        raise ValueError(f"source sentences {which} are all padding")
     if int(src.max()) >= cfg.src_vocab or int(src.min()) < 0:
-        raise ValueError(f"src ids must be in [0, {cfg.src_vocab}), got min {int(src.min())}, "
-                         f"max {int(src.max())}")
+        raise ValueError(f"src ids must be in [0, {cfg.src_vocab}), "
+                         f"got min {int(src.min())}, max {int(src.max())}")
 
 
 def _check_tgt(tgt_in: torch.Tensor, src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
-    if not isinstance(tgt_in, torch.Tensor) or tgt_in.dim() != 2 or tgt_in.dtype != torch.long:
+    if (not isinstance(tgt_in, torch.Tensor) or tgt_in.dim() != 2
+            or tgt_in.dtype != torch.long):
         raise TypeError("tgt_in must be a (B, T) LongTensor of token ids")
     if tgt_in.size(0) != src.size(0) or tgt_in.size(1) == 0:
-        raise ValueError(f"tgt_in {tuple(tgt_in.shape)} must have the batch size of src "
-                         f"{tuple(src.shape)} and at least one step")
+        raise ValueError(f"tgt_in {tuple(tgt_in.shape)} must have the batch size "
+                         f"of src {tuple(src.shape)} and at least one step")
     if int(tgt_in.max()) >= cfg.tgt_vocab or int(tgt_in.min()) < 0:
-        raise ValueError(f"tgt_in ids must be in [0, {cfg.tgt_vocab}), got max {int(tgt_in.max())}")
+        raise ValueError(f"tgt_in ids must be in [0, {cfg.tgt_vocab}), "
+                         f"got max {int(tgt_in.max())}")
 
 
 # %% book/03_seq2seq.md, code cell 14 (Training the four models)
 @dataclass
 class RecipeConfig:
-    """How a Seq2Seq model is trained (on top of the training appendix's TrainConfig)."""
+    """How a Seq2Seq model is trained (on top of the appendix's TrainConfig)."""
 
     epochs: float = 3.0  # whole passes over the data, or a fraction < 1 of one pass
     max_tokens: int = 3000  # batch budget: B * max(S, T) <= max_tokens
@@ -277,24 +289,28 @@ class RecipeConfig:
     clip: float = 1.0  # maximum gradient norm
 
     def __post_init__(self):
-        if not (0 < self.epochs < 1 or (self.epochs >= 1 and float(self.epochs).is_integer())):
-            raise ValueError(f"epochs must be a whole number >= 1 or a fraction in (0, 1), got {self.epochs}")
+        whole = self.epochs >= 1 and float(self.epochs).is_integer()
+        if not (0 < self.epochs < 1 or whole):
+            raise ValueError("epochs must be a whole number >= 1 or a fraction "
+                             f"in (0, 1), got {self.epochs}")
 
 
 # %% book/03_seq2seq.md, code cell 15 (Training the four models)
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
                   checkpoint_path=None, verbose: bool = True) -> dict:
-    """Adam with a one-cycle schedule, trained by training.fit (resumable at checkpoint_path)."""
+    """Adam, a one-cycle schedule and training.fit (resumable at checkpoint_path)."""
     per_epoch = len(train_loader)
     epochs = max(1, int(recipe.epochs))
-    steps = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs < 1 else None  # per epoch
+    # steps per epoch
+    steps = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs < 1 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.peak_lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.peak_lr, total_steps=epochs * (steps or per_epoch),
         pct_start=recipe.warmup)
-    config = TrainConfig(epochs=epochs, clip=recipe.clip, patience=None, max_steps=steps,
-                         scheduler_interval="step", verbose=verbose)
-    step = functools.partial(teacher_forcing_step, label_smoothing=recipe.label_smoothing)
+    config = TrainConfig(epochs=epochs, clip=recipe.clip, patience=None,
+                         max_steps=steps, scheduler_interval="step", verbose=verbose)
+    step = functools.partial(teacher_forcing_step,
+                             label_smoothing=recipe.label_smoothing)
     return fit(model, step, train_loader, evaluate=lambda m: evaluate(m, val_loader),
                optimizer=optimizer, scheduler=scheduler, config=config,
                checkpoint=checkpoint_path,

@@ -24,14 +24,18 @@ from annotated.training import model_device, process_share
 
 
 # %% book/02_translation.md, code cell 4 (Multi30k: 31,014 captions in two languages)
-MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{}"
+MULTI30K_URL = (
+    "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{}"
+)
 MULTI30K_FILES = {  # file name -> SHA-256 of the official gzipped file
     "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
     "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
     "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
     "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
-    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
-    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+    "test_2016_flickr.de.gz":
+        "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+    "test_2016_flickr.en.gz":
+        "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
 }
 MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 
@@ -50,17 +54,18 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def load_multi30k(split: str) -> list[tuple[str, str]]:
-    """The (German, English) sentence pairs of a Multi30k task-1 split: 'train', 'val' or 'test'."""
+    """The (German, English) pairs of Multi30k task-1 split 'train', 'val' or 'test'."""
     if split not in MULTI30K_SPLITS:
-        raise ValueError(f"unknown Multi30k split {split!r}; choose one of {sorted(MULTI30K_SPLITS)}")
+        raise ValueError(f"unknown Multi30k split {split!r}; "
+                         f"choose one of {sorted(MULTI30K_SPLITS)}")
     paths = []
     for lang in ("de", "en"):
         name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
         paths.append(fetch(MULTI30K_URL.format(name), MULTI30K_FILES[name], "multi30k"))
     de, en = read_lines(paths[0]), read_lines(paths[1])
     if len(de) != len(en):
-        raise ValueError(f"{paths[0].name} has {len(de)} lines but {paths[1].name} has {len(en)}: "
-                         f"not a parallel corpus")
+        raise ValueError(f"{paths[0].name} has {len(de)} lines but {paths[1].name} "
+                         f"has {len(en)}: not a parallel corpus")
     return list(zip(de, en, strict=True))
 
 
@@ -68,7 +73,7 @@ def load_multi30k(split: str) -> list[tuple[str, str]]:
 # (Tokenisation, and the newline that was not there)
 @functools.cache
 def spacy_tokenizer(lang: str):
-    """spaCy's rule-based tokenizer for `lang` ('de', 'en'): no model download, loaded once."""
+    """spaCy's rule-based tokenizer for 'de' or 'en' (no model download), cached."""
     import spacy
 
     return spacy.blank(lang).tokenizer
@@ -77,10 +82,11 @@ def spacy_tokenizer(lang: str):
 # %% book/02_translation.md, code cell 9
 # (Tokenisation, and the newline that was not there)
 def tokenize(text: str, lang: str) -> list[str]:
-    """Lowercased spaCy tokens of `text` in language `lang`, whitespace tokens dropped."""
+    """Lowercased spaCy tokens of `text` in `lang`, whitespace tokens dropped."""
     if not isinstance(text, str):
         raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
-    return [t.text.lower() for t in spacy_tokenizer(lang)(text.strip()) if not t.is_space]
+    doc = spacy_tokenizer(lang)(text.strip())
+    return [t.text.lower() for t in doc if not t.is_space]
 
 
 def tokenize_de(text: str) -> list[str]:
@@ -95,13 +101,13 @@ def tokenize_en(text: str) -> list[str]:
 
 # %% book/02_translation.md, code cell 11
 # (Tokenisation, and the newline that was not there)
-_NO_SPACE_BEFORE = {".", ",", "!", "?", ";", ":", ")", "]", "}", "%", "'s", "n't", "'re", "'ve",
-                    "'ll", "'d", "'m", "'", "-", "/"}
+_NO_SPACE_BEFORE = {".", ",", "!", "?", ";", ":", ")", "]", "}", "%",
+                    "'s", "n't", "'re", "'ve", "'ll", "'d", "'m", "'", "-", "/"}
 _NO_SPACE_AFTER = {"(", "[", "{", "$", "-", "/"}
 
 
 def detokenize_en(tokens: Sequence[str]) -> str:
-    """Join English tokens into a sentence, undoing spaCy's splits of punctuation, clitics, hyphens."""
+    """Join English tokens, undoing spaCy's splits of punctuation, clitics, hyphens."""
     out: list[str] = []
     glue = True  # no space before the first token
     quote_open = False
@@ -219,7 +225,7 @@ class Vocab:
         return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
 
 
-# %% book/02_translation.md, code cell 18 (From sentences to tensors)
+# %% book/02_translation.md, code cell 22 (From sentences to tensors)
 class TranslationDataset(Dataset):
     """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""
 
@@ -240,16 +246,18 @@ class TranslationDataset(Dataset):
         return f"TranslationDataset({len(self)} pairs, skipped {self.skipped})"
 
 
-# %% book/02_translation.md, code cell 19 (From sentences to tensors)
+# %% book/02_translation.md, code cell 23 (From sentences to tensors)
 def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
                  max_len: int | None = None, overlong: str = "drop",
                  src_tokenize: Callable[[str], list[str]] = tokenize_de,
-                 tgt_tokenize: Callable[[str], list[str]] = tokenize_en) -> TranslationDataset:
-    """Tokenise (unless given token lists) and encode pairs; drop empty and over-long ones (see text)."""
+                 tgt_tokenize: Callable[[str], list[str]] = tokenize_en
+                 ) -> TranslationDataset:
+    """Tokenise (unless token lists) and encode pairs; drop empty, over-long ones."""
     if overlong not in ("drop", "truncate"):
         raise ValueError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
     if max_len is not None and max_len < 1:
-        raise ValueError(f"max_len must be a positive number of tokens or None, got {max_len}")
+        raise ValueError("max_len must be a positive number of tokens or None, "
+                         f"got {max_len}")
     src, tgt, index, skipped = [], [], [], {"empty": 0, "overlong": 0}
     for i, (s, t) in enumerate(pairs):
         s = src_tokenize(s) if isinstance(s, str) else list(s)
@@ -268,38 +276,41 @@ def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
     return TranslationDataset(src, tgt, index, skipped)
 
 
-# %% book/02_translation.md, code cell 21 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 25 (Padding, and how much of it bucketing saves)
 def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
               pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (src, tgt) id lists into two LongTensors (B, S) and (B, T), padded at the end."""
+    """Stack (src, tgt) id lists into LongTensors (B, S), (B, T), padded at the end."""
     if len(examples) == 0:
         raise ValueError("cannot make a batch out of zero examples")
     out = []
     for side in (0, 1):
         seqs = [ex[side] for ex in examples]
-        batch = torch.full((len(seqs), max(map(len, seqs))), pad_idx, dtype=torch.long)  # (B, L)
+        longest = max(map(len, seqs))
+        batch = torch.full((len(seqs), longest), pad_idx, dtype=torch.long)  # (B, L)
         for row, seq in enumerate(seqs):
             batch[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         out.append(batch)
     return out[0], out[1]
 
 
-# %% book/02_translation.md, code cell 22 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 26 (Padding, and how much of it bucketing saves)
 class TokenBatchSampler(Sampler[list[int]]):
-    """Batches of example indices with B * max(S, T) <= max_tokens, optionally length-bucketed."""
+    """Index batches with B * max(S, T) <= max_tokens, optionally bucketed by length."""
 
-    def __init__(self, dataset: TranslationDataset, max_tokens: int, shuffle: bool = True,
-                 seed: int = 0, bucket: bool = True, shard: bool | None = None):
+    def __init__(self, dataset: TranslationDataset, max_tokens: int,
+                 shuffle: bool = True, seed: int = 0, bucket: bool = True,
+                 shard: bool | None = None):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         self.src_len = [len(s) for s in dataset.src]
         self.tgt_len = [len(t) for t in dataset.tgt]
-        self.max_tokens, self.shuffle, self.seed, self.bucket = max_tokens, shuffle, seed, bucket
-        self.shard = shuffle if shard is None else shard  # under torchrun: one share each
+        self.max_tokens, self.shuffle = max_tokens, shuffle
+        self.seed, self.bucket = seed, bucket
+        self.shard = shuffle if shard is None else shard  # torchrun: one share each
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration draws (0-based), as DistributedSampler.set_epoch."""
+        """The epoch the next iteration draws (0-based), as DistributedSampler's."""
         self.epoch = epoch
 
     def state_dict(self) -> dict:
@@ -313,7 +324,9 @@ class TokenBatchSampler(Sampler[list[int]]):
         """The batches of one epoch (deterministic given seed and epoch)."""
         g = torch.Generator().manual_seed(self.seed + epoch)
         n = len(self.src_len)
-        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        order = list(range(n))
+        if self.shuffle:
+            order = torch.randperm(n, generator=g).tolist()
         if self.bucket:  # stable sort: equal lengths keep their random order
             order.sort(key=lambda i: (self.src_len[i], self.tgt_len[i]))
         batches, current, longest = [], [], 0
@@ -327,7 +340,8 @@ class TokenBatchSampler(Sampler[list[int]]):
         if current:
             batches.append(current)
         if self.shuffle:
-            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+            perm = torch.randperm(len(batches), generator=g).tolist()
+            batches = [batches[j] for j in perm]
         return process_share(batches) if self.shard else batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -339,19 +353,20 @@ class TokenBatchSampler(Sampler[list[int]]):
         return len(self.batches(self.epoch))
 
 
-# %% book/02_translation.md, code cell 23 (Padding, and how much of it bucketing saves)
-def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True, seed: int = 0,
-                bucket: bool = True, shard: bool | None = None) -> DataLoader:
-    """A DataLoader of (src (B, S), tgt (B, T)) LongTensor batches under a token budget."""
-    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=shuffle, seed=seed, bucket=bucket,
-                                shard=shard)
+# %% book/02_translation.md, code cell 27 (Padding, and how much of it bucketing saves)
+def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True,
+                seed: int = 0, bucket: bool = True,
+                shard: bool | None = None) -> DataLoader:
+    """A DataLoader of (src (B, S), tgt (B, T)) id batches under a token budget."""
+    sampler = TokenBatchSampler(dataset, max_tokens, shuffle=shuffle, seed=seed,
+                                bucket=bucket, shard=shard)
     return DataLoader(dataset, batch_sampler=sampler,
                       collate_fn=functools.partial(pad_batch, pad_idx=dataset.pad_idx))
 
 
 def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
                      pad_idx: int = PAD_IDX) -> float:
-    """The fraction of padded positions over all (src and tgt) positions of one pass over `loader`."""
+    """The padded share of all (src and tgt) positions in one pass over `loader`."""
     pads = total = 0
     for src, tgt in loader:
         pads += int((src == pad_idx).sum() + (tgt == pad_idx).sum())
@@ -359,10 +374,10 @@ def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return pads / total
 
 
-# %% book/02_translation.md, code cell 27 (A bundle for the later chapters)
+# %% book/02_translation.md, code cell 32 (A bundle for the later chapters)
 @dataclass
 class TranslationData:
-    """Multi30k de->en ready to batch: raw pairs, vocabularies and datasets per split."""
+    """Multi30k de->en, ready to batch: raw pairs, vocabularies, datasets per split."""
 
     src_vocab: Vocab
     tgt_vocab: Vocab
@@ -377,26 +392,29 @@ class TranslationData:
 def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
                      test_size: int | None = None, min_freq: int = 2,
                      max_len: int | None = None) -> TranslationData:
-    """Load Multi30k (the first train/val/test_size pairs), build vocabularies on train, encode all."""
-    pairs = {s: load_multi30k(s)[:n] for s, n in (("train", train_size), ("val", val_size),
-                                                  ("test", test_size))}
+    """Load the first train/val/test_size pairs, vocabularies from train, encode all."""
+    sizes = {"train": train_size, "val": val_size, "test": test_size}
+    pairs = {s: load_multi30k(s)[:n] for s, n in sizes.items()}
     src_tok = [tokenize_de(de) for de, _ in pairs["train"]]
     tgt_tok = [tokenize_en(en) for _, en in pairs["train"]]
-    src_vocab, tgt_vocab = Vocab.build(src_tok, min_freq), Vocab.build(tgt_tok, min_freq)
-    train = make_dataset(list(zip(src_tok, tgt_tok)), src_vocab, tgt_vocab, max_len=max_len)
+    src_vocab = Vocab.build(src_tok, min_freq)
+    tgt_vocab = Vocab.build(tgt_tok, min_freq)
+    train = make_dataset(list(zip(src_tok, tgt_tok)), src_vocab, tgt_vocab,
+                         max_len=max_len)
     val = make_dataset(pairs["val"], src_vocab, tgt_vocab)
     test = make_dataset(pairs["test"], src_vocab, tgt_vocab)
     return TranslationData(src_vocab, tgt_vocab, train, val, test,
                            pairs["train"], pairs["val"], pairs["test"])
 
 
-# %% book/02_translation.md, code cell 28 (The loss, and perplexity)
-def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PAD_IDX,
-                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(loss to optimise: mean over non-pad tokens, summed plain CE, number of non-pad tokens)."""
+# %% book/02_translation.md, code cell 33 (The loss, and perplexity)
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor,
+                  pad_idx: int = PAD_IDX, label_smoothing: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss to optimise: mean per non-pad token, summed plain CE, non-pad tokens)."""
     if logits.dim() != 3 or logits.shape[:2] != targets.shape:
-        raise ValueError(f"logits must be (B, T, V) and targets (B, T); got {tuple(logits.shape)} "
-                         f"and {tuple(targets.shape)}")
+        raise ValueError(f"logits must be (B, T, V) and targets (B, T); "
+                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
     log_p = logits.float().log_softmax(dim=-1)  # (B, T, V)
     mask = targets != pad_idx  # (B, T)
     n_tokens = int(mask.sum())
@@ -412,12 +430,14 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = PA
 def perplexity(nll_sum: float, n_tokens: int) -> float:
     """exp(summed cross-entropy / number of tokens); inf when that overflows a float."""
     if n_tokens <= 0:
-        raise ValueError(f"perplexity of zero tokens is undefined (n_tokens={n_tokens})")
+        raise ValueError("perplexity of zero tokens is undefined "
+                         f"(n_tokens={n_tokens})")
     mean = float(nll_sum) / n_tokens
-    return math.exp(mean) if mean < 709.0 else math.inf  # exp(709.8) is the largest double
+    # exp(709.8) is the largest double
+    return math.exp(mean) if mean < 709.0 else math.inf
 
 
-# %% book/02_translation.md, code cell 31 (One training step, written out)
+# %% book/02_translation.md, code cell 36 (One training step, written out)
 def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                          label_smoothing: float = 0.0,
                          pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, float, int]:
@@ -429,7 +449,7 @@ def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tens
     return loss, float(nll_sum), n
 
 
-# %% book/02_translation.md, code cell 32 (One training step, written out)
+# %% book/02_translation.md, code cell 37 (One training step, written out)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
              pad_idx: int = PAD_IDX) -> dict:
@@ -443,22 +463,25 @@ def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None
         src, tgt = src.to(device), tgt.to(device)
         _, nll_sum, n = sequence_loss(model(src, tgt[:, :-1]), tgt[:, 1:], pad_idx)
         nll_total, tokens = nll_total + float(nll_sum), tokens + n
-    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
+    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens),
+            "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 33 (Free-running perplexity)
+# %% book/02_translation.md, code cell 38 (Free-running perplexity)
 @torch.no_grad()
-def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
+def free_running_perplexity(model: nn.Module, loader: Iterable, *,
+                            max_steps: int | None = None,
                             pad_idx: int = PAD_IDX) -> dict:
-    """CE and perplexity of the reference tokens while the model reads its own greedy output.
+    """CE and perplexity of the references while the model reads its own greedy output.
 
-    The model must implement ``free_running_logits(src, tgt_len)``: for ``src`` (B, S), decode
-    greedily from <sos> for exactly ``tgt_len`` steps, feeding back each step's argmax (not stopping
-    at <eos>), and return the logits of every step, (B, tgt_len, V). They are scored against
-    ``tgt[:, 1:]``, padding ignored.
+    The model must implement ``free_running_logits(src, tgt_len)``: for ``src`` (B, S),
+    decode greedily from <sos> for exactly ``tgt_len`` steps, feeding back each step's
+    argmax (not stopping at <eos>), and return the logits of every step,
+    (B, tgt_len, V). They are scored against ``tgt[:, 1:]``, padding ignored.
     """
     if not callable(getattr(model, "free_running_logits", None)):
-        raise TypeError(f"{type(model).__name__} has no free_running_logits(src, tgt_len) method "
+        raise TypeError(f"{type(model).__name__} has no "
+                        f"free_running_logits(src, tgt_len) method "
                         f"(see the protocol in annotated.translation)")
     device = model_device(model)
     model.eval()
@@ -470,27 +493,31 @@ def free_running_perplexity(model: nn.Module, loader: Iterable, *, max_steps: in
         logits = model.free_running_logits(src, tgt_out.size(1))  # (B, T, V)
         _, nll_sum, n = sequence_loss(logits, tgt_out, pad_idx)
         nll_total, tokens = nll_total + float(nll_sum), tokens + n
-    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens), "tokens": tokens}
+    return {"loss": nll_total / max(tokens, 1), "ppl": perplexity(nll_total, tokens),
+            "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 34 (The loss curves)
+# %% book/02_translation.md, code cell 39 (The loss curves)
 def plot_history(history: dict, title: str | None = None):
-    """Training and validation loss and perplexity per epoch; the best epoch is marked."""
+    """Training and validation loss and perplexity per epoch, the best epoch marked."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, style in (("train", "-o"), ("val", "-s")):
         ax_loss.plot(history["epoch"], history[f"{key}_loss"], style, ms=3, label=key)
-        ax_ppl.plot(history["epoch"], [math.exp(v) for v in history[f"{key}_loss"]], style, ms=3, label=key)
+        ppl = [math.exp(v) for v in history[f"{key}_loss"]]
+        ax_ppl.plot(history["epoch"], ppl, style, ms=3, label=key)
     for ax, name in ((ax_loss, "cross-entropy (nats/token)"), (ax_ppl, "perplexity")):
         if history.get("best_epoch"):
-            ax.axvline(history["best_epoch"], color="grey", ls=":", lw=1, label="best epoch")
+            ax.axvline(history["best_epoch"], color="grey", ls=":", lw=1,
+                       label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    ax_ppl.set_yscale("log")  # labelled at 1, 2, 5, 10, 20, 50, ...: readable at any range
+    # a log scale labelled at 1, 2, 5, 10, 20, 50, ...: readable at any range
+    ax_ppl.set_yscale("log")
     ax_ppl.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax_ppl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax_ppl.yaxis.set_minor_formatter(NullFormatter())
@@ -500,13 +527,15 @@ def plot_history(history: dict, title: str | None = None):
     return fig
 
 
-# %% book/02_translation.md, code cell 35 (BLEU, two ways)
-def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
-    """Case-insensitive corpus sacreBLEU of detokenised hypotheses vs raw references: (score, signature)."""
+# %% book/02_translation.md, code cell 40 (BLEU, two ways)
+def sacrebleu_corpus(hypotheses: Sequence[str],
+                     references: Sequence[str]) -> tuple[float, str]:
+    """Case-insensitive sacreBLEU, detokenised vs raw references: (score, signature)."""
     from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+        raise ValueError(f"{len(hypotheses)} hypotheses but "
+                         f"{len(references)} references")
     if not hypotheses:
         raise ValueError("BLEU of an empty corpus is undefined")
     bleu = BLEU(lowercase=True)
@@ -514,13 +543,15 @@ def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> tu
     return score.score, str(bleu.get_signature())
 
 
-# %% book/02_translation.md, code cell 36 (BLEU, two ways)
-def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU on given tokens (no tokenizer, no smoothing): the tutorials' 'tokenised BLEU'."""
+# %% book/02_translation.md, code cell 41 (BLEU, two ways)
+def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]],
+                   ref_tokens: Sequence[Sequence[str]]) -> float:
+    """The tutorials' 'tokenised BLEU': corpus BLEU of given tokens, no smoothing."""
     from sacrebleu.metrics import BLEU
 
     if len(hyp_tokens) != len(ref_tokens):
-        raise ValueError(f"{len(hyp_tokens)} hypotheses but {len(ref_tokens)} references")
+        raise ValueError(f"{len(hyp_tokens)} hypotheses but "
+                         f"{len(ref_tokens)} references")
     if not hyp_tokens:
         raise ValueError("BLEU of an empty corpus is undefined")
     for tokens in (*hyp_tokens[:1], *ref_tokens[:1]):
@@ -531,16 +562,19 @@ def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]], ref_tokens: Sequence[Seq
     return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
 
 
-# %% book/02_translation.md, code cell 37 (BLEU, two ways)
-def bleu_report(hyp_tokens: Sequence[Sequence[str]], pairs: Sequence[tuple[str, str]]) -> dict:
-    """Both BLEUs of English hypotheses (token lists) against the raw references of `pairs`."""
+# %% book/02_translation.md, code cell 42 (BLEU, two ways)
+def bleu_report(hyp_tokens: Sequence[Sequence[str]],
+                pairs: Sequence[tuple[str, str]]) -> dict:
+    """Both BLEUs of token-list hypotheses vs the raw English references of `pairs`."""
     references = [en for _, en in pairs]
-    score, signature = sacrebleu_corpus([detokenize_en(t) for t in hyp_tokens], references)
+    texts = [detokenize_en(t) for t in hyp_tokens]
+    score, signature = sacrebleu_corpus(texts, references)
+    ref_tokens = [tokenize_en(r) for r in references]
     return {"sacrebleu": score, "signature": signature,
-            "tokenized_bleu": tokenized_bleu(hyp_tokens, [tokenize_en(r) for r in references])}
+            "tokenized_bleu": tokenized_bleu(hyp_tokens, ref_tokens)}
 
 
-# %% book/02_translation.md, code cell 38 (BLEU, two ways)
+# %% book/02_translation.md, code cell 43 (BLEU, two ways)
 Decode = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 
 
@@ -566,11 +600,12 @@ def translate(model: nn.Module, dataset: TranslationDataset, tgt_vocab: Vocab, *
     return hypotheses
 
 
-# %% book/02_translation.md, code cell 40 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 45 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
-    """Baseline: predict each target word from the previous one and the mean source embedding."""
+    """Baseline: the next word from the previous one and the mean source embedding."""
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d: int = 128, dropout: float = 0.1):
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d: int = 128,
+                 dropout: float = 0.1):
         super().__init__()
         self.src_emb = nn.Embedding(src_vocab_size, d, padding_idx=PAD_IDX)
         self.tgt_emb = nn.Embedding(tgt_vocab_size, d, padding_idx=PAD_IDX)
@@ -592,9 +627,10 @@ class BagOfWordsTranslator(nn.Module):
         return self.step(self.encode(src), tgt_in)
 
     def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-        """Greedy decoding from <sos> for tgt_len steps, fed its own argmax: logits (B, tgt_len, V)."""
+        """Greedy, fed its own argmax, for tgt_len steps from <sos>: (B, tgt_len, V)."""
         x_bar = self.encode(src)  # (B, d)
-        y = torch.full((src.size(0), 1), SOS_IDX, dtype=torch.long, device=src.device)  # (B, 1)
+        y = torch.full((src.size(0), 1), SOS_IDX, dtype=torch.long,
+                       device=src.device)  # (B, 1)
         steps = []
         for _ in range(tgt_len):
             logits = self.step(x_bar, y)  # (B, 1, V)
