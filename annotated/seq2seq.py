@@ -1,6 +1,9 @@
 # GENERATED FILE, DO NOT EDIT. It is exported from book/03_seq2seq.md
 # by tools/export.py; change the chapter and run `make export` instead.
-"""Sequence to sequence: RNN and LSTM translators, with and without attention (from book/03_seq2seq.md)."""
+"""Sequence to sequence: RNN and LSTM translators, with and without attention
+
+From book/03_seq2seq.md.
+"""
 
 
 # %% book/03_seq2seq.md, code cell 3

@@ -150,7 +150,10 @@ def marker(rel: str, number: int, section: str | None) -> str:
 def render_module(module: Module) -> str:
     """The text of ``annotated/<module>.py``."""
     doc = module.doc.replace('"""', "'''") or module.name
-    head = BANNER.format(source=module.source) + f'"""{doc} (from {module.source})."""\n'
+    line = f'"""{doc} (from {module.source})."""'
+    if len(line) > MARKER_WIDTH:  # the title on its own line, the source below it
+        line = f'"""{doc}\n\nFrom {module.source}.\n"""'
+    head = BANNER.format(source=module.source) + line + "\n"
     return head + "".join("\n\n" + block for block in module.blocks)
 
 
