@@ -373,16 +373,16 @@ def timer() -> Iterator[dict]:
 
 # %% book/appendix_plumbing.md, code cell 18 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
-    """A checkpoint is corrupt or was saved from a different configuration."""
+    """A checkpoint is corrupt or was saved with other settings."""
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
+def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
                     optimizer: torch.optim.Optimizer | None = None,
                     **state: Any) -> Path:
-    """Atomically save model (+ optimizer) weights, config and state (epoch, ...)."""
+    """Atomically save model (+ optimizer) weights, settings and state (epoch, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": _jsonable(config), "model": model.state_dict(), "state": state,
+    payload = {"config": _jsonable(settings), "model": model.state_dict(), "state": state,
                "optimizer": optimizer.state_dict() if optimizer is not None else None}
     return _save_atomically(payload, path)
 
@@ -395,22 +395,21 @@ def _save_atomically(payload: dict, path: Path) -> Path:
     return path
 
 
-def _check_config(path: Path, saved: dict, config: dict) -> None:
-    """Raise CheckpointError naming each field where saved and wanted configs differ."""
-    wanted = _jsonable(config)
+def _check_settings(path: Path, saved: dict, settings: dict) -> None:
+    """Raise CheckpointError naming each field where saved and wanted settings differ."""
+    wanted = _jsonable(settings)
     diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
             if saved.get(k) != wanted.get(k)}
     if diff:
         detail = "; ".join(f"{k}: saved {a!r}, wanted {b!r}"
                            for k, (a, b) in diff.items())
-        raise CheckpointError(f"{path} was saved from a different configuration "
-                              f"({detail})")
+        raise CheckpointError(f"{path} was saved with other settings ({detail})")
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
+def load_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
                     optimizer: torch.optim.Optimizer | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint of this config into model (+ optimizer); return its state."""
+    """Load a checkpoint of these settings into model (+ optimizer); return its state."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
@@ -420,7 +419,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
     except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
         raise CheckpointError(f"{path} is not a readable checkpoint "
                               f"({type(err).__name__}: {err})") from None
-    _check_config(path, saved, config)
+    _check_settings(path, saved, settings)
     model.load_state_dict(payload["model"])
     if optimizer is not None and payload["optimizer"] is not None:
         optimizer.load_state_dict(payload["optimizer"])
@@ -443,7 +442,7 @@ def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(rows / scale).to(torch.int8), scale
 
 
-def save_compact(path: str | Path, model: torch.nn.Module, config: dict) -> Path:
+def save_compact(path: str | Path, model: torch.nn.Module, settings: dict) -> Path:
     """Atomically save weights small: matrices as int8 rows and scales, rest as is."""
     tensors: dict[str, Any] = {}
     for name, t in model.state_dict().items():
@@ -456,14 +455,14 @@ def save_compact(path: str | Path, model: torch.nn.Module, config: dict) -> Path
             tensors[name] = t.clone()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": COMPACT_FORMAT, "config": _jsonable(config),
+    payload = {"format": COMPACT_FORMAT, "config": _jsonable(settings),
                "tensors": tensors}
     return _save_atomically(payload, path)
 
 
 def load_compact(path: str | Path, model: torch.nn.Module,
-                 config: dict) -> torch.nn.Module:
-    """Load save_compact's weights of this config into model, dequantized; return it."""
+                 settings: dict) -> torch.nn.Module:
+    """Load save_compact's weights of these settings into model, dequantized."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -475,7 +474,7 @@ def load_compact(path: str | Path, model: torch.nn.Module,
                               f"({type(err).__name__}: {err})") from None
     if fmt != COMPACT_FORMAT:
         raise CheckpointError(f"{path} has format {fmt!r}, not {COMPACT_FORMAT!r}")
-    _check_config(path, saved, config)
+    _check_settings(path, saved, settings)
     dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16,
               "torch.bfloat16": torch.bfloat16}
 

@@ -210,7 +210,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     assert P.load_checkpoint(path, net2, {"d": 3}, opt2) == {"epoch": 5}
     assert torch.equal(net.weight, net2.weight)
     assert opt2.state_dict()["state"][0]["step"] == 1
-    with pytest.raises(P.CheckpointError, match=r"different configuration \(d: saved 3, wanted 4\)"):
+    with pytest.raises(P.CheckpointError, match=r"saved with other settings \(d: saved 3, wanted 4\)"):
         P.load_checkpoint(path, net2, {"d": 4})
     (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:50])
     with pytest.raises(P.CheckpointError, match="bad.pt is not a readable checkpoint"):
@@ -252,7 +252,7 @@ def test_compact_weights_refuse_other_configs_corrupt_files_and_checkpoints(tmp_
     net = _mlp()
     path = P.save_compact(tmp_path / "w.pt", net, {"vocab": "abc", "d": 16})
     with pytest.raises(P.CheckpointError,
-                       match=r"different configuration \(vocab: saved 'abc', wanted 'abd'\)"):
+                       match=r"saved with other settings \(vocab: saved 'abc', wanted 'abd'\)"):
         P.load_compact(path, _mlp(), {"vocab": "abd", "d": 16})
     (tmp_path / "bad.pt").write_bytes(path.read_bytes()[:100])
     with pytest.raises(P.CheckpointError, match="bad.pt is not a readable weights file"):
