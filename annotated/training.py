@@ -50,8 +50,9 @@ class TrainConfig:
         for name in ("epochs", "max_steps", "patience", "stop_after"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive whole number"
-                                 f"{'' if name == 'epochs' else ' or None'}, got {value!r}")
+                none = "" if name == "epochs" else " or None"
+                raise ValueError(f"{name} must be a positive whole number{none}, "
+                                 f"got {value!r}")
 
     def settings(self) -> dict:
         """The fields that change the result: what a checkpoint must match."""
@@ -83,7 +84,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 # %% book/appendix_training.md, code cell 7 (One epoch)
 def _share_of_items(loss: torch.Tensor, count: int) -> torch.Tensor:
-    """Under DDP: the loss scaled by this process's share of the items (see the text)."""
+    """Under DDP: the loss scaled by this process's share of the items."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return loss
     count_all = torch.tensor(float(count), device=loss.device)
@@ -105,7 +106,7 @@ def _summed(*values: float) -> list[float]:
 def train_epoch(model: nn.Module, step: Step, batches: Iterable,
                 optimizer: torch.optim.Optimizer, config: TrainConfig,
                 scheduler=None, scaler: torch.amp.GradScaler | None = None) -> dict:
-    """One pass of `step` over `batches` (at most config.max_steps); the epoch's figures."""
+    """One pass of `step` over `batches` (at most max_steps); the epoch's figures."""
     device, scaler = model_device(model), scaler or torch.amp.GradScaler(enabled=False)
     per_step = scheduler if config.scheduler_interval == "step" else None
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -137,8 +138,8 @@ def train_epoch(model: nn.Module, step: Step, batches: Iterable,
     seconds = time.perf_counter() - start
     reported_sum, count_sum = _summed(reported_sum, float(count_sum))
     return {"loss": reported_sum / max(count_sum, 1), "items": int(count_sum),
-            "steps": len(losses), "seconds": seconds, "items_per_s": count_sum / seconds,
-            "step_loss": losses}
+            "steps": len(losses), "seconds": seconds,
+            "items_per_s": count_sum / seconds, "step_loss": losses}
 
 
 # %% book/appendix_training.md, code cell 9 (Checkpoints, and one policy for them)
@@ -151,7 +152,7 @@ def describe_step(step: Callable) -> dict:
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:
-    """Nested settings as one level, {"train.epochs": 4, ...}, so a refusal names a field."""
+    """Nested settings as one level, {"train.epochs": 4, ...}: refusals name a field."""
     flat = {}
     for key, value in settings.items():
         if isinstance(value, dict) and value:
@@ -162,7 +163,7 @@ def flat_settings(settings: dict, prefix: str = "") -> dict:
 
 
 def _data_state(batches: Iterable):
-    """What can save and restore where `batches` is (it, or its batch sampler), or None."""
+    """What saves and restores where `batches` is: it, its batch sampler, or None."""
     for obj in (batches, getattr(batches, "batch_sampler", None)):
         if callable(getattr(obj, "state_dict", None)) and callable(
                 getattr(obj, "load_state_dict", None)):
@@ -187,7 +188,7 @@ class _Run:
         return len(self.history["epoch"])
 
     def record(self, epoch: int, train: dict, val: dict, lr: float) -> bool:
-        """Add one epoch to the history; True when its validation loss is the best so far."""
+        """Record one epoch; True when its validation loss is the best so far."""
         h = self.history
         for key, value in (("epoch", epoch), ("train_loss", train["loss"]), ("lr", lr),
                            ("seconds", train["seconds"]), ("items", train["items"]),
@@ -210,17 +211,19 @@ def _save_epoch(path: Path, model: nn.Module, settings: dict, run: _Run, optimiz
                 scheduler, scaler, data) -> None:
     """The resumable state after a whole epoch (rank 0 writes it)."""
     save_checkpoint(path, model, settings, optimizer, history=run.history,
-                    finished=False, best_model=run.best_state, bad_epochs=run.bad_epochs,
+                    finished=False, best_model=run.best_state,
+                    bad_epochs=run.bad_epochs,
                     scheduler=None if scheduler is None else scheduler.state_dict(),
                     scaler=scaler.state_dict(), rng=rng_states(),
                     data=None if data is None else data.state_dict())
 
 
 def _resume(state: dict, run: _Run, scheduler, scaler, data) -> None:
-    """Put back what _save_epoch wrote (the weights and optimizer are already loaded)."""
+    """Put back what _save_epoch wrote (weights and optimizer are loaded already)."""
     if "rng" not in state:
-        raise CheckpointError("an unfinished run saved without the state needed to resume "
-                              "it (by an older version of fit); delete it to train again")
+        raise CheckpointError("an unfinished run saved without the state needed to "
+                              "resume it (by an older version of fit); delete it to "
+                              "train again")
     run.history, run.best_state = state["history"], state["best_model"]
     run.bad_epochs = state["bad_epochs"]
     if scheduler is not None and state.get("scheduler") is not None:
@@ -244,7 +247,7 @@ def _schedule_epoch(scheduler, config: TrainConfig, val: dict) -> None:
 
 
 def _epoch_line(epoch: int, train: dict, val: dict, improved: bool) -> str:
-    """One line per epoch: losses, validation metrics, time and speed; * marks the best."""
+    """One line per epoch: losses, val metrics, time and speed; * marks the best."""
     shown = "".join(f" | val {k} {v:.4g}" for k, v in val.items() if k != "items")
     return (f"epoch {epoch:2d} | train loss {train['loss']:.4f}{shown} | "
             f"{train['seconds']:.0f} s, {train['items_per_s']:,.0f} items/s"
@@ -272,11 +275,13 @@ def _finish(path: Path | None, model: nn.Module, settings: dict, run: _Run) -> d
 
 # %% book/appendix_training.md, code cell 14 (`fit`)
 def fit(model: nn.Module, step: Step, batches: Iterable, *,
-        evaluate: Evaluate | None = None, optimizer: torch.optim.Optimizer | None = None,
+        evaluate: Evaluate | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
         scheduler=None, config: TrainConfig | None = None,
         checkpoint: str | Path | None = None, settings: dict | None = None) -> dict:
-    """Train `model` with `step` on `batches`; resumable at `checkpoint`; the history."""
-    config, env, device = config or TrainConfig(), init_distributed(), model_device(model)
+    """Train `model` by `step` on `batches`; resumable at `checkpoint`; the history."""
+    config = config or TrainConfig()
+    env, device = init_distributed(), model_device(model)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(
         enabled=autocast_dtype(device, config.amp) == torch.float16)
@@ -299,7 +304,8 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
         config.epochs, run.done + config.stop_after)
     while run.done < last and not run.history["stopped_early"]:
         epoch = run.done + 1
-        train = train_epoch(trained, step, batches, optimizer, config, scheduler, scaler)
+        train = train_epoch(trained, step, batches, optimizer, config,
+                            scheduler, scaler)
         val = {} if evaluate is None else evaluate(model)
         _schedule_epoch(scheduler, config, val)
         improved = run.record(epoch, train, val, optimizer.param_groups[0]["lr"])
@@ -313,7 +319,8 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
             _save_epoch(path, model, settings, run, optimizer, scheduler, scaler, data)
     if run.done < config.epochs and not run.history["stopped_early"]:
         if say:  # stop_after reached: the model keeps its last weights
-            print(f"stopped after epoch {run.done} of {config.epochs}; call again to go on")
+            print(f"stopped after epoch {run.done} of {config.epochs}; "
+                  "call again to go on")
         return run.history | {"interrupted": True, "loaded_from": None}
     return _finish(path, model, settings, run) | {"loaded_from": None}
 
@@ -343,7 +350,7 @@ def save_shipped(path: str | Path, model: nn.Module, config: dict) -> Path:
 
 
 def load_shipped(path: str | Path, model: nn.Module, config: dict) -> nn.Module | None:
-    """`model` with the shipped weights at `path`, or None (printing why) if missing or refused."""
+    """`model` with the shipped weights at `path`, or None (saying why) if unusable."""
     path = Path(path)
     if not path.exists():
         print(f"no weights/{path.name}")

@@ -19,8 +19,9 @@ from annotated.attention import (
 
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
 def check_tokens(tokens: torch.Tensor, vocab_size: int, name: str = "tokens") -> None:
-    """Raise a ValueError naming the values if `tokens` is not a non-empty (B, T) batch of ids < vocab_size."""
-    if tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+    """Raise, naming the values, unless `tokens` is a non-empty (B, T) batch of ids."""
+    integer = (torch.long, torch.int, torch.int16, torch.uint8)
+    if tokens.dim() != 2 or tokens.dtype not in integer:
         raise TypeError(f"{name} must be a (batch, length) tensor of integer ids, "
                         f"got shape {tuple(tokens.shape)} and dtype {tokens.dtype}")
     if tokens.numel() == 0:
@@ -48,7 +49,8 @@ class TokenEmbedding(nn.Module):
 def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
     """The (max_len, d_model) table of sinusoidal position encodings."""
     p = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
-    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2) / d_model)  # 1 / 10000^(2i/d)
+    # 1 / 10000^(2i/d), one frequency per pair of dimensions
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2) / d_model)
     table = torch.zeros(max_len, d_model)
     table[:, 0::2] = torch.sin(p * inv_freq)
     table[:, 1::2] = torch.cos(p * inv_freq[: d_model // 2])
@@ -58,46 +60,53 @@ def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
 class PositionalEncoding(nn.Module):
     """Add sinusoidal (fixed) or learned position vectors, then dropout."""
 
-    def __init__(self, d_model: int, max_len: int = 256, dropout: float = 0.1, learned: bool = False):
+    def __init__(self, d_model: int, max_len: int = 256, dropout: float = 0.1,
+                 learned: bool = False):
         super().__init__()
         self.max_len, self.learned = max_len, learned
         if learned:
             self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         else:
-            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_table(max_len, d_model),
+                                 persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.size(1)  # x: (B, T, d_model)
         if T > self.max_len:
-            raise ValueError(f"sequence of length {T} is longer than the positional table "
-                             f"(max_len={self.max_len}); build the model with a larger max_len")
+            raise ValueError(f"sequence of length {T} is longer than the positional "
+                             f"table (max_len={self.max_len}); build the model with a "
+                             "larger max_len")
         return self.dropout(x + self.table[:T])
 
 
 # %% book/05_transformer.md, code cell 8 (The encoder layer)
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu}
 
 
 class FeedForward(nn.Module):
     """Position-wise feed-forward network: Linear, activation, dropout, Linear."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.1, activation: str = "relu"):
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.1,
+                 activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, "
+                             f"got {activation!r}")
         self.linear1 = nn.Linear(d_model, d_ff)  # W_1, b_1
         self.linear2 = nn.Linear(d_ff, d_model)  # W_2, b_2
         self.dropout = nn.Dropout(dropout)
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # (B, T, d_model)
+        h = self.dropout(self.activation(self.linear1(x)))  # (B, T, d_ff)
+        return self.linear2(h)  # (B, T, d_model)
 
 
 # %% book/05_transformer.md, code cell 9 (The encoder layer)
 class EncoderLayer(nn.Module):
-    """Self-attention then feed-forward, each with a residual connection and LayerNorm."""
+    """Self-attention then feed-forward, each with a residual and a LayerNorm."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  norm_first: bool = False, activation: str = "relu"):
@@ -111,7 +120,8 @@ class EncoderLayer(nn.Module):
     def _sa(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.dropout1(self.self_attn(x, x, x, mask))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, S, d_model); mask: True = may attend, broadcastable to (B, h, S, S)
         if self.norm_first:
             x = x + self._sa(self.norm1(x), mask)
@@ -124,15 +134,17 @@ class EncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """A stack of `n_layers` encoder layers followed by a final LayerNorm."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int, dropout: float = 0.1,
-                 norm_first: bool = False, activation: str = "relu"):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int,
+                 dropout: float = 0.1, norm_first: bool = False,
+                 activation: str = "relu"):
         super().__init__()
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, activation)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, mask)  # (B, S, d_model)
         return self.norm(x)
@@ -158,10 +170,12 @@ def _copy_linear_or_norm(ours: nn.Module, theirs: nn.Module, name: str = "") -> 
     _copy_(name + " bias", ours.bias, theirs.bias)
 
 
-def copy_encoder_layer_from_torch(ours: EncoderLayer, theirs: nn.TransformerEncoderLayer) -> None:
+def copy_encoder_layer_from_torch(ours: EncoderLayer,
+                                  theirs: nn.TransformerEncoderLayer) -> None:
     """Copy an `nn.TransformerEncoderLayer`'s weights into our `EncoderLayer`."""
     if ours.norm_first != theirs.norm_first:
-        raise ValueError(f"norm_first differs: ours {ours.norm_first}, PyTorch's {theirs.norm_first}")
+        raise ValueError(f"norm_first differs: ours {ours.norm_first}, "
+                         f"PyTorch's {theirs.norm_first}")
     copy_from_torch_mha(ours.self_attn, theirs.self_attn)
     _copy_linear_or_norm(ours.ff.linear1, theirs.linear1)
     _copy_linear_or_norm(ours.ff.linear2, theirs.linear2)
@@ -222,7 +236,7 @@ class EncoderOnlyTranslator(nn.Module):
 
 # %% book/05_transformer.md, code cell 18 (The decoder)
 class DecoderLayer(nn.Module):
-    """Causal self-attention, cross-attention to the memory, feed-forward; each with residual + LayerNorm."""
+    """Causal self-attention, cross-attention, feed-forward; residual + LayerNorm."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  norm_first: bool = False, activation: str = "relu"):
@@ -231,15 +245,18 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
-        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (
+            nn.Dropout(dropout) for _ in range(3))
         self.norm_first = norm_first
 
-    def forward(self, y: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+    def forward(self, y: torch.Tensor, memory: torch.Tensor,
+                tgt_mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # y: (B, T, d_model), memory: (B, S, d_model); masks broadcast to (B, h, T, T) and (B, h, T, S)
-        sa = lambda z: self.dropout1(self.self_attn(z, z, z, tgt_mask))  # noqa: E731
-        ca = lambda z: self.dropout2(self.cross_attn(z, memory, memory, memory_mask))  # noqa: E731
-        ff = lambda z: self.dropout3(self.ff(z))  # noqa: E731
+        # y: (B, T, d_model), memory: (B, S, d_model);
+        # the masks broadcast to (B, h, T, T) and (B, h, T, S)
+        sa = lambda z: self.dropout1(self.self_attn(z, z, z, tgt_mask))
+        ca = lambda z: self.dropout2(self.cross_attn(z, memory, memory, memory_mask))
+        ff = lambda z: self.dropout3(self.ff(z))
         if self.norm_first:
             y = y + sa(self.norm1(y))
             y = y + ca(self.norm2(y))
@@ -252,15 +269,17 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """A stack of `n_layers` decoder layers followed by a final LayerNorm."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int, dropout: float = 0.1,
-                 norm_first: bool = False, activation: str = "relu"):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int,
+                 dropout: float = 0.1, norm_first: bool = False,
+                 activation: str = "relu"):
         super().__init__()
         self.layers = nn.ModuleList(
             DecoderLayer(d_model, n_heads, d_ff, dropout, norm_first, activation)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, y: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+    def forward(self, y: torch.Tensor, memory: torch.Tensor,
+                tgt_mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:
             y = layer(y, memory, tgt_mask, memory_mask)  # (B, T, d_model)
@@ -353,9 +372,10 @@ class Transformer(nn.Module):
         return self.decode(tgt, memory, src_mask)
 
     def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
-        """Logits (B, tgt_len, V) when the decoder is fed its own greedy predictions (chapter 2)."""
+        """Logits (B, tgt_len, V), the decoder fed its own greedy predictions."""
         memory, src_mask = self.encode(src)
-        ys = torch.full((src.size(0), 1), self.sos_idx, dtype=torch.long, device=src.device)
+        ys = torch.full((src.size(0), 1), self.sos_idx, dtype=torch.long,
+                        device=src.device)  # (B, 1)
         steps = []
         for _ in range(tgt_len):
             logits = self.decode(ys, memory, src_mask)[:, -1]  # (B, V)
@@ -394,34 +414,40 @@ class TorchTransformer(nn.Module):
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         T = tgt.size(1)
-        future = torch.ones(T, T, dtype=torch.bool, device=tgt.device).triu(1)  # True = hidden
-        h = self.transformer(self._embed(self.src_embed, src), self._embed(self.tgt_embed, tgt),
-                             tgt_mask=future, tgt_is_causal=True,
-                             src_key_padding_mask=src == self.pad_idx,  # True = ignore (PyTorch)
+        # True = hidden: key j > query i
+        future = torch.ones(T, T, dtype=torch.bool, device=tgt.device).triu(1)
+        x, y = self._embed(self.src_embed, src), self._embed(self.tgt_embed, tgt)
+        h = self.transformer(x, y, tgt_mask=future, tgt_is_causal=True,
+                             src_key_padding_mask=src == self.pad_idx,  # True = ignore
                              tgt_key_padding_mask=tgt == self.pad_idx,
                              memory_key_padding_mask=src == self.pad_idx)
         return self.generator(h)
 
 
 # %% book/05_transformer.md, code cell 25 (Equivalence with `torch.nn.Transformer`)
-def copy_decoder_layer_from_torch(ours: DecoderLayer, theirs: nn.TransformerDecoderLayer) -> None:
+def copy_decoder_layer_from_torch(ours: DecoderLayer,
+                                  theirs: nn.TransformerDecoderLayer) -> None:
     """Copy an `nn.TransformerDecoderLayer`'s weights into our `DecoderLayer`."""
     if ours.norm_first != theirs.norm_first:
-        raise ValueError(f"norm_first differs: ours {ours.norm_first}, PyTorch's {theirs.norm_first}")
+        raise ValueError(f"norm_first differs: ours {ours.norm_first}, "
+                         f"PyTorch's {theirs.norm_first}")
     copy_from_torch_mha(ours.self_attn, theirs.self_attn)
     copy_from_torch_mha(ours.cross_attn, theirs.multihead_attn)
-    for mine, their in ((ours.ff.linear1, theirs.linear1), (ours.ff.linear2, theirs.linear2),
+    for mine, their in ((ours.ff.linear1, theirs.linear1),
+                        (ours.ff.linear2, theirs.linear2),
                         (ours.norm1, theirs.norm1), (ours.norm2, theirs.norm2),
                         (ours.norm3, theirs.norm3)):
         _copy_linear_or_norm(mine, their)
 
 
 def copy_from_torch(ours: Transformer, theirs: TorchTransformer) -> None:
-    """Copy every weight of a `TorchTransformer` (nn.Transformer + embeddings + generator) into ours."""
+    """Copy every weight of a `TorchTransformer` (its nn.Transformer and the rest)."""
     enc, dec = theirs.transformer.encoder, theirs.transformer.decoder
-    if (len(ours.encoder.layers), len(ours.decoder.layers)) != (len(enc.layers), len(dec.layers)):
+    n_ours = (len(ours.encoder.layers), len(ours.decoder.layers))
+    if n_ours != (len(enc.layers), len(dec.layers)):
         raise ValueError(f"layer counts differ: ours {len(ours.encoder.layers)}+"
-                         f"{len(ours.decoder.layers)}, PyTorch's {len(enc.layers)}+{len(dec.layers)}")
+                         f"{len(ours.decoder.layers)}, "
+                         f"PyTorch's {len(enc.layers)}+{len(dec.layers)}")
     for mine, their in zip(ours.encoder.layers, enc.layers):
         copy_encoder_layer_from_torch(mine, their)
     for mine, their in zip(ours.decoder.layers, dec.layers):
@@ -434,7 +460,8 @@ def copy_from_torch(ours: Transformer, theirs: TorchTransformer) -> None:
 
 
 # %% book/05_transformer.md, code cell 27 (Decoding: greedy search and beam search)
-def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int, beam_size: int = 1) -> None:
+def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
+                       beam_size: int = 1) -> None:
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}")
     if not isinstance(beam_size, int) or beam_size < 1:
@@ -443,7 +470,7 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int, beam_s
 
 
 def _eval_mode(fn: Callable) -> Callable:
-    """Run `fn(model, ...)` without gradients and in eval mode, restoring the model's mode after."""
+    """Run `fn(model, ...)` without gradients in eval mode, then restore the mode."""
     def wrapper(model: nn.Module, *args, **kwargs):
         was_training = model.training
         model.eval()
@@ -459,12 +486,13 @@ def _eval_mode(fn: Callable) -> Callable:
 # %% book/05_transformer.md, code cell 28 (Decoding: greedy search and beam search)
 def _pad_after_eos(tokens: torch.Tensor, eos_idx: int, pad_idx: int) -> torch.Tensor:
     """Replace every token after the first <eos> of each row by <pad>."""
-    after = (tokens == eos_idx).long().cumsum(1) - (tokens == eos_idx).long() > 0  # (B, L)
+    is_eos = (tokens == eos_idx).long()  # (B, L)
+    after = is_eos.cumsum(1) - is_eos > 0  # (B, L): an <eos> strictly before
     return tokens.masked_fill(after, pad_idx)
 
 
 def _never_pad_or_sos(logits: torch.Tensor, pad_idx: int, sos_idx: int) -> torch.Tensor:
-    """Forbid generating <pad> or <sos> as a word: (..., V) logits with those two set to -inf."""
+    """Forbid <pad> and <sos> as words: (..., V) logits with those two set to -inf."""
     logits = logits.clone()
     logits[..., [pad_idx, sos_idx]] = float("-inf")
     return logits
@@ -473,18 +501,22 @@ def _never_pad_or_sos(logits: torch.Tensor, pad_idx: int, sos_idx: int) -> torch
 @_eval_mode
 def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: int,
                   eos_idx: int) -> torch.Tensor:
-    """Greedy translations (B, <= max_len) of a source batch (B, S), without <sos>, <pad> after <eos>."""
+    """Greedy output (B, <= max_len) for src (B, S): no <sos>, <pad> after <eos>."""
     _check_decode_args(model, src, max_len)
+    pad = model.pad_idx
     if isinstance(model, EncoderOnlyTranslator):  # all positions at once, independently
-        logits = _never_pad_or_sos(model.free_running_logits(src, max_len), model.pad_idx, sos_idx)
-        return _pad_after_eos(logits.argmax(-1), eos_idx, model.pad_idx)
+        all_logits = model.free_running_logits(src, max_len)  # (B, max_len, V)
+        logits = _never_pad_or_sos(all_logits, pad, sos_idx)
+        return _pad_after_eos(logits.argmax(-1), eos_idx, pad)
     memory, src_mask = model.encode(src)  # (B, S, d_model), (B, 1, 1, S)
-    ys = torch.full((src.size(0), 1), sos_idx, dtype=torch.long, device=src.device)  # (B, 1)
+    ys = torch.full((src.size(0), 1), sos_idx, dtype=torch.long,
+                    device=src.device)  # (B, 1)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     for _ in range(max_len):
-        logits = _never_pad_or_sos(model.decode(ys, memory, src_mask)[:, -1], model.pad_idx, sos_idx)
+        last = model.decode(ys, memory, src_mask)[:, -1]  # (B, V)
+        logits = _never_pad_or_sos(last, pad, sos_idx)
         next_word = logits.argmax(-1)  # (B,)
-        next_word = next_word.masked_fill(done, model.pad_idx)
+        next_word = next_word.masked_fill(done, pad)
         ys = torch.cat([ys, next_word[:, None]], dim=1)
         done |= next_word == eos_idx
         if done.all():
@@ -494,33 +526,39 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
 
 # %% book/05_transformer.md, code cell 29 (Decoding: greedy search and beam search)
 @_eval_mode
-def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, sos_idx: int,
-                eos_idx: int, length_penalty: float = 0.6, return_all: bool = False):
-    """Beam-search translations (B, <= max_len); with return_all, all beams (B, k, L) and scores (B, k)."""
+def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int,
+                sos_idx: int, eos_idx: int, length_penalty: float = 0.6,
+                return_all: bool = False):
+    """Beam-search translations (B, <= max_len); return_all: (B, k, L) beams, scores."""
     _check_decode_args(model, src, max_len, beam_size)
     B, k, pad, device = src.size(0), beam_size, model.pad_idx, src.device
     memory, src_mask = model.encode(src)
-    memory, src_mask = memory.repeat_interleave(k, 0), src_mask.repeat_interleave(k, 0)  # (B k, S, ...)
+    memory = memory.repeat_interleave(k, 0)  # (B k, S, d_model)
+    src_mask = src_mask.repeat_interleave(k, 0)  # (B k, 1, 1, S)
     ys = torch.full((B * k, 1), sos_idx, dtype=torch.long, device=device)  # (B k, 1)
     scores = torch.full((B, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam to start with, so the first step does not pick k copies
+    scores[:, 0] = 0.0  # one live beam at first, so step 1 does not pick k copies
     finished = torch.zeros(B, k, dtype=torch.bool, device=device)
     alive = torch.arange(B, device=device)  # which sentences are still being searched
     out = torch.full((B, k, max_len), pad, dtype=torch.long, device=device)
     final = torch.zeros(B, k, device=device)
     for step in range(max_len):
         b = alive.numel()
-        logits = _never_pad_or_sos(model.decode(ys, memory, src_mask)[:, -1], pad, sos_idx)
+        last = model.decode(ys, memory, src_mask)[:, -1]  # (b k, V)
+        logits = _never_pad_or_sos(last, pad, sos_idx)
         logp = logits.log_softmax(-1)  # (b k, V)
         V = logp.size(-1)
         logp = logp.view(b, k, V).masked_fill(finished[..., None], float("-inf"))
-        logp[..., pad] = torch.where(finished, 0.0, logp[..., pad])  # frozen beams: <pad> for free
-        scores, index = (scores[..., None] + logp).view(b, k * V).topk(k, dim=-1)  # (b, k)
+        # frozen beams continue with <pad>, for free
+        logp[..., pad] = torch.where(finished, 0.0, logp[..., pad])
+        candidates = (scores[..., None] + logp).view(b, k * V)  # (b, k V)
+        scores, index = candidates.topk(k, dim=-1)  # (b, k)
         beam, word = index // V, index % V
         rows = (beam + torch.arange(b, device=device)[:, None] * k).view(-1)
         ys = torch.cat([ys[rows], word.view(-1, 1)], dim=1)  # (b k, step + 2)
         finished = finished.gather(1, beam) | (word == eos_idx)
-        done = finished.all(1) if step < max_len - 1 else torch.ones_like(finished[:, 0])  # (b,)
+        last_step = step == max_len - 1
+        done = torch.ones_like(finished[:, 0]) if last_step else finished.all(1)  # (b,)
         if done.any():  # store the finished sentences and drop them from the batch
             out[alive[done], :, : step + 1] = ys.view(b, k, -1)[done, :, 1:]
             final[alive[done]] = scores[done]
@@ -540,19 +578,22 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
 
 # %% book/05_transformer.md, code cell 31 (Looking inside: attention maps)
 def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
-    """The attention weights of the model's last forward pass, per kind, a (B, h, q, k) tensor per layer."""
-    return {"encoder self-attention": [layer.self_attn.attn for layer in model.encoder.layers],
-            "decoder self-attention": [layer.self_attn.attn for layer in model.decoder.layers],
-            "cross-attention": [layer.cross_attn.attn for layer in model.decoder.layers]}
+    """The last forward pass's attention weights per kind: a (B, h, q, k) per layer."""
+    encoder, decoder = model.encoder.layers, model.decoder.layers
+    return {"encoder self-attention": [layer.self_attn.attn for layer in encoder],
+            "decoder self-attention": [layer.self_attn.attn for layer in decoder],
+            "cross-attention": [layer.cross_attn.attn for layer in decoder]}
 
 
 # %% book/05_transformer.md, code cell 32 (Training recipe)
-def noam_schedule(optimizer: torch.optim.Optimizer, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the optimizer's lr over `warmup` steps, then inverse-square-root decay."""
+def noam_schedule(optimizer: torch.optim.Optimizer,
+                  warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the optimizer's lr over `warmup` steps, then 1/sqrt decay."""
     if warmup < 1:
         raise ValueError(f"warmup must be >= 1 step, got {warmup}")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
+        optimizer,
+        lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
 
 # %% book/05_transformer.md, code cell 33 (Training recipe)
@@ -568,5 +609,6 @@ def beam_search_decoder(beam_size: int, length_penalty: float = 0.6) -> Callable
     from annotated.translation import EOS_IDX, SOS_IDX
 
     def decode(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
-        return beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX, length_penalty)
+        return beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX,
+                           length_penalty)
     return decode

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from annotated.plumbing import (ChecksumError, DataUnavailableError, by_profile, data_dir,
-                                fetch, sha256_file)
+from annotated.plumbing import (ChecksumError, DataUnavailableError, by_profile,
+                                data_dir, fetch, sha256_file)
 from annotated.training import TrainConfig, autocast, fit, model_device
 from annotated.transformer import EncoderLayer
 
@@ -40,8 +40,9 @@ _SPLITS = ("train", "test")
 
 # %% book/06_vit.md, code cell 6 (CIFAR-10, from either of its two homes)
 def _decode_zip(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode every `<split>/<class>/*.jpg` in a zip to (uint8 (N,3,H,W), int64 (N,))."""
-    with warnings.catch_warnings():  # torchvision >= 0.29 points to torchcodec; its decoder still works
+    """Decode all `<split>/<class>/*.jpg` in a zip to (uint8 (N,3,H,W), int64 (N,))."""
+    # torchvision >= 0.29 points to torchcodec; its decoder still works
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg
     try:
@@ -53,9 +54,11 @@ def _decode_zip(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
                        if n.lower().endswith(".jpg") and n.startswith(f"{split}/"))
         found = sorted({n.split("/")[1] for n in names})
         if found != sorted(CIFAR10_CLASSES):
-            raise ValueError(f"{path} should hold {split}/<class>/*.jpg for the 10 CIFAR-10 "
-                             f"classes; found {len(names)} images in classes {found}")
-        data = [torch.frombuffer(bytearray(archive.read(n)), dtype=torch.uint8) for n in names]
+            raise ValueError(f"{path} should hold {split}/<class>/*.jpg for the 10 "
+                             f"CIFAR-10 classes; found {len(names)} images in classes "
+                             f"{found}")
+        data = [torch.frombuffer(bytearray(archive.read(n)), dtype=torch.uint8)
+                for n in names]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         images = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))
@@ -66,7 +69,8 @@ def _decode_zip(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 # %% book/06_vit.md, code cell 7 (CIFAR-10, from either of its two homes)
 def _cache_file(folder: Path, name: str) -> Path:
     """A writable place for a decoded-tensor cache: `folder`, else the temp folder."""
-    for place in (folder / ".decoded", Path(tempfile.gettempdir()) / "annotated-decoded"):
+    temp = Path(tempfile.gettempdir()) / "annotated-decoded"
+    for place in (folder / ".decoded", temp):
         try:
             place.mkdir(parents=True, exist_ok=True)
             probe = place / ".write-test"
@@ -75,10 +79,12 @@ def _cache_file(folder: Path, name: str) -> Path:
             return place / name
         except OSError:
             continue
-    raise OSError(f"no writable folder for the decoded-image cache ({folder}, {tempfile.gettempdir()})")
+    raise OSError(f"no writable folder for the decoded-image cache ({folder}, "
+                  f"{tempfile.gettempdir()})")
 
 
-def read_cifar10_zip(path: Path, split: str, sha256: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+def read_cifar10_zip(path: Path, split: str,
+                     sha256: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Verify a class-folder JPEG zip against `sha256`, decode it (cached by digest)."""
     digest = sha256_file(path)
     if sha256 is not None and digest != sha256.lower():
@@ -98,7 +104,8 @@ def read_cifar10_zip(path: Path, split: str, sha256: str | None) -> tuple[torch.
 # %% book/06_vit.md, code cell 8 (CIFAR-10, from either of its two homes)
 def read_cifar10_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Read the official python batches (`cifar-10-batches-py/`) of one split."""
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    train = [f"data_batch_{i}" for i in range(1, 6)]
+    names = train if split == "train" else ["test_batch"]
     missing = [n for n in names if not (folder / n).exists()]
     if missing:
         raise DataUnavailableError(f"{folder} lacks the CIFAR-10 batch files {missing}")
@@ -108,7 +115,7 @@ def read_cifar10_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.
             batch = pickle.load(f, encoding="latin1")
         images.append(torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8)))
         labels.append(torch.as_tensor(batch["labels"], dtype=torch.int64))
-    images = torch.cat(images).reshape(-1, 3, 32, 32)  # (N, C, H, W): rows are channel-major
+    images = torch.cat(images).reshape(-1, 3, 32, 32)  # (N, C, H, W), channel-major
     return images, torch.cat(labels)
 
 
@@ -121,18 +128,21 @@ def load_cifar10(split: str, root: str | Path | None = None,
     root = Path(root) if root is not None else data_dir() / "cifar10"
     zipped = root / f"{split}.zip"
     if zipped.exists():
-        return read_cifar10_zip(zipped, split, zip_sha256 or CIFAR10_ZIP_SHA256.get(split))
+        sha256 = zip_sha256 or CIFAR10_ZIP_SHA256.get(split)
+        return read_cifar10_zip(zipped, split, sha256)
     batches = root / "cifar-10-batches-py"
     if not batches.exists():
-        archive = fetch(CIFAR10_URL, CIFAR10_SHA256, "cifar10") if root == data_dir() / "cifar10" \
-            else fetch_to(root)
+        if root == data_dir() / "cifar10":
+            archive = fetch(CIFAR10_URL, CIFAR10_SHA256, "cifar10")
+        else:
+            archive = fetch_to(root)
         with tarfile.open(archive) as tar:
             tar.extractall(root, filter="data")
     return read_cifar10_batches(batches, split)
 
 
 def fetch_to(root: Path) -> Path:
-    """The official archive in an explicit `root` folder (verified), else a clear error."""
+    """The official archive in a given `root` folder (verified), or a clear error."""
     target = root / "cifar-10-python.tar.gz"
     if not target.exists():
         raise DataUnavailableError(f"no CIFAR-10 in {root}: put train.zip/test.zip, "
@@ -142,48 +152,51 @@ def fetch_to(root: Path) -> Path:
     return target
 
 
-# %% book/06_vit.md, code cell 12 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 13 (Subsets, normalisation and augmentation)
 def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """Indices of `n` examples, `n // classes` from each class, in shuffled order."""
     classes = torch.unique(labels)
     if n < len(classes) or n % len(classes):
-        raise ValueError(f"a stratified subset needs a positive multiple of {len(classes)} "
-                         f"(the number of classes) examples, got n={n}")
+        raise ValueError("a stratified subset needs a positive multiple of "
+                         f"{len(classes)} (the number of classes) examples, got n={n}")
     per_class = n // len(classes)
     g = torch.Generator().manual_seed(seed)
     chosen = []
     for c in classes:
         members = torch.nonzero(labels == c)[:, 0]
         if per_class > len(members):
-            raise ValueError(f"class {int(c)} has {len(members)} examples, {per_class} were asked for")
+            raise ValueError(f"class {int(c)} has {len(members)} examples, "
+                             f"{per_class} were asked for")
         chosen.append(members[torch.randperm(len(members), generator=g)[:per_class]])
     chosen = torch.cat(chosen)
     return chosen[torch.randperm(len(chosen), generator=g)]
 
 
-# %% book/06_vit.md, code cell 13 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 14 (Subsets, normalisation and augmentation)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float (B, 3, H, W) standardised with the CIFAR-10 statistics."""
+    """uint8 (B, 3, H, W) -> float, standardised with the CIFAR-10 statistics."""
     mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
 
 
-# %% book/06_vit.md, code cell 14 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 15 (Subsets, normalisation and augmentation)
 def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Batched random crop (reflect-padded by `pad`) and horizontal flip of (B, C, H, W)."""
+    """Random crops (reflect-padded by `pad`) and horizontal flips of (B, C, H, W)."""
     B, C, H, W = images.shape
     dev = images.device
     if pad > 0:
-        padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+        padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+        padded = padded.to(images.dtype)  # (B, C, H + 2 pad, W + 2 pad)
         top = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator).to(dev)
         left = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator).to(dev)
-        rows = (top + torch.arange(H, device=dev)).view(B, 1, H, 1).expand(B, C, H, W + 2 * pad)
+        rows = (top + torch.arange(H, device=dev)).view(B, 1, H, 1)
+        rows = rows.expand(B, C, H, W + 2 * pad)
         images = padded.gather(2, rows)  # (B, C, H, W + 2 pad)
         cols = (left + torch.arange(W, device=dev)).view(B, 1, 1, W).expand(B, C, H, W)
         images = images.gather(3, cols)  # (B, C, H, W)
@@ -193,16 +206,17 @@ def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
     return images
 
 
-# %% book/06_vit.md, code cell 15 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 16 (Subsets, normalisation and augmentation)
 def strong_augment(images: torch.Tensor, erase_p: float = 0.25,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """TrivialAugment per group of 8 images, then random erasing (uint8 (B, C, H, W))."""
+    """TrivialAugment per 8-image group, then random erasing (uint8 (B, C, H, W))."""
     from torchvision.transforms import v2
     trivial = v2.TrivialAugmentWide()
     images = torch.cat([trivial(chunk) for chunk in images.split(8)])
     B, _, H, W = images.shape
     erase = torch.rand(B, generator=generator) < erase_p
-    size = (torch.rand(B, generator=generator) * 0.3 + 0.2) * H  # side 20-50 % of the image
+    # a square of side 20-50 % of the image
+    size = (torch.rand(B, generator=generator) * 0.3 + 0.2) * H
     top = (torch.rand(B, generator=generator) * (H - size)).long()
     left = (torch.rand(B, generator=generator) * (W - size)).long()
     ys, xs = torch.arange(H).view(1, H, 1), torch.arange(W).view(1, 1, W)
@@ -212,46 +226,57 @@ def strong_augment(images: torch.Tensor, erase_p: float = 0.25,
     return images.masked_fill(mask, 127)
 
 
-# %% book/06_vit.md, code cell 17 (Cutting an image into patches)
-def check_images(images: torch.Tensor, patch_size: int, in_channels: int | None = None) -> None:
-    """Raise a ValueError naming the shapes unless images are (B, C, H, W) with H, W divisible by P."""
+# %% book/06_vit.md, code cell 18 (Cutting an image into patches)
+def check_images(images: torch.Tensor, patch_size: int,
+                 in_channels: int | None = None) -> None:
+    """Raise (naming shapes) unless images are (B, C, H, W), H and W divisible by P."""
     if images.dim() != 4:
-        raise ValueError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
+        raise ValueError("images must be (batch, channels, height, width), "
+                         f"got shape {tuple(images.shape)}")
     _, C, H, W = images.shape
     if in_channels is not None and C != in_channels:
-        raise ValueError(f"expected {in_channels} input channels, got {C} (images {tuple(images.shape)})")
+        raise ValueError(f"expected {in_channels} input channels, got {C} "
+                         f"(images {tuple(images.shape)})")
     if H % patch_size or W % patch_size:
-        raise ValueError(f"a {H}x{W} image cannot be cut into {patch_size}x{patch_size} patches "
-                         f"({H} % {patch_size} = {H % patch_size}, {W} % {patch_size} = {W % patch_size})")
+        P = patch_size
+        raise ValueError(f"a {H}x{W} image cannot be cut into {P}x{P} patches "
+                         f"({H} % {P} = {H % P}, {W} % {P} = {W % P})")
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, N, C * P * P): the patches, row by row, each flattened channel-major."""
+    """(B, C, H, W) -> (B, N, C*P*P): patches row by row, flattened channel-major."""
     check_images(images, patch_size)
-    patches = F.unfold(images, kernel_size=patch_size, stride=patch_size)  # (B, C*P*P, N)
+    # (B, C*P*P, N): one column per patch
+    patches = F.unfold(images, kernel_size=patch_size, stride=patch_size)
     return patches.transpose(1, 2)  # (B, N, C*P*P)
 
 
-# %% book/06_vit.md, code cell 19 (Patch embedding: a linear map, written two ways)
+# %% book/06_vit.md, code cell 21 (Patch embedding: a linear map, written two ways)
 class PatchEmbedding(nn.Module):
-    """Cut images into P x P patches and map each linearly to d_model (a stride-P convolution)."""
+    """Map each P x P patch linearly to d_model: a convolution with stride P."""
 
-    def __init__(self, image_size: int, patch_size: int, in_channels: int, d_model: int):
+    def __init__(self, image_size: int, patch_size: int, in_channels: int,
+                 d_model: int):
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
-        self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
+            raise ValueError(f"image_size {image_size} is not divisible by "
+                             f"patch_size {patch_size}")
+        self.image_size, self.patch_size = image_size, patch_size
+        self.in_channels = in_channels
         self.grid_size = image_size // patch_size
-        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size,
+                              stride=patch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.patch_size, self.in_channels)
         if images.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(images.shape)}")
+            size = self.image_size
+            raise ValueError(f"expected {size}x{size} images, "
+                             f"got {tuple(images.shape)}")
         return self.proj(images).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, N, d)
 
 
-# %% book/06_vit.md, code cell 21 (The Vision Transformer)
+# %% book/06_vit.md, code cell 23 (The Vision Transformer)
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, class token, learned positions, pre-norm encoder, head."""
 
@@ -304,7 +329,7 @@ class VisionTransformer(nn.Module):
             self.train(was_training)
 
 
-# %% book/06_vit.md, code cell 23 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
 class ClassifierRecipe:
     """How an image classifier is trained: length, optimiser, schedule, augmentation."""
@@ -329,17 +354,20 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# %% book/06_vit.md, code cell 24 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
-    return list(order[: n - n % batch_size].split(batch_size)) if n >= batch_size else [order]
+    if n < batch_size:
+        return [order]
+    return list(order[: n - n % batch_size].split(batch_size))
 
 
 class AugmentedBatches:
-    """Each epoch: shuffled, augmented, normalised (images, labels) batches; resumable."""
+    """Epochs of shuffled, augmented, normalised (images, labels) batches; resumable."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, recipe: ClassifierRecipe):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
+                 recipe: ClassifierRecipe):
         if len(images) == 0 or len(images) != len(labels):
             raise ValueError(f"need as many labels as images (and at least one): "
                              f"{len(images)} images, {len(labels)} labels")
@@ -353,7 +381,8 @@ class AugmentedBatches:
     def __iter__(self):
         r, g = self.recipe, self.generator
         for idx in _batches(len(self.images), r.batch_size, g):
-            x = random_crop_flip(self.images[idx], r.crop_pad, r.flip, g)  # (B, C, H, W)
+            images = self.images[idx]  # (B, C, H, W), uint8
+            x = random_crop_flip(images, r.crop_pad, r.flip, g)
             x = strong_augment(x, generator=g) if r.strong_augment else x
             yield normalize(x), self.labels[idx]
 
@@ -364,7 +393,7 @@ class AugmentedBatches:
         self.generator.set_state(state["generator"])
 
 
-# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
 def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                     label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
     """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
@@ -373,7 +402,7 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
     return loss, loss.item() * len(labels), len(labels)
 
 
-# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
@@ -384,14 +413,18 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     model.to(device)
     total = recipe.epochs * len(batches)
     warmup = max(1, round(recipe.warmup_frac * total))
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
+                            weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, total, warmup))
     config = TrainConfig(epochs=recipe.epochs, clip=None, patience=None,
-                         scheduler_interval="step", stop_after=stop_after, verbose=verbose)
+                         scheduler_interval="step", stop_after=stop_after,
+                         verbose=verbose)
     step = functools.partial(classifier_step, label_smoothing=recipe.label_smoothing)
+    run_settings = {"recipe": asdict(recipe), "n_train": len(images),
+                    **(settings or {})}
     return fit(model, step, batches, optimizer=opt, scheduler=sched, config=config,
-               checkpoint=checkpoint, settings={"recipe": asdict(recipe),
-                                                "n_train": len(images), **(settings or {})})
+               checkpoint=checkpoint, settings=run_settings)
 
 
 def images_per_second(history: dict) -> float:
@@ -399,7 +432,7 @@ def images_per_second(history: dict) -> float:
     return sum(history["items"]) / max(sum(history["seconds"]), 1e-9)
 
 
-# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -414,11 +447,12 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 28 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
+                                                  return_counts=True)
     ends = torch.cumsum(counts, 0).double()  # last rank of each tie group
     group_rank = ends - (counts.double() - 1) / 2
     ranks = torch.empty_like(group_rank[inverse])
@@ -436,38 +470,45 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             aucs.append(float("nan"))
             continue
         r = average_ranks(probs[:, c])
-        aucs.append(((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item())
+        u = r[positive].sum() - n_pos * (n_pos + 1) / 2  # Mann-Whitney U
+        aucs.append((u / (n_pos * n_neg)).item())
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 29 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Accuracy, top-5, macro precision/recall/F1, one-vs-rest AUC, per-class accuracy, confusion."""
+    """Accuracy, top-5, macro precision/recall/F1/AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
         raise ValueError(f"probs must be (N, classes) and labels (N,) with N > 0; "
                          f"got {tuple(probs.shape)} and {tuple(labels.shape)}")
     C = probs.shape[1]
     pred = probs.argmax(1)
-    confusion = torch.bincount(labels * C + pred, minlength=C * C).view(C, C)  # rows: true class
+    # rows: the true class, columns: the predicted one
+    confusion = torch.bincount(labels * C + pred, minlength=C * C).view(C, C)
     tp = confusion.diag().double()
     precision = tp / confusion.sum(0).clamp(min=1)
     recall = tp / confusion.sum(1).clamp(min=1)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    f1 = torch.where(precision + recall > 0,
+                     2 * precision * recall / (precision + recall), 0.0)
     top5 = (probs.topk(min(5, C), 1).indices == labels[:, None]).any(1)
     auc = one_vs_rest_auc(probs, labels)
-    return {"accuracy": (pred == labels).double().mean().item(), "top5": top5.double().mean().item(),
-            "macro_precision": precision.mean().item(), "macro_recall": recall.mean().item(),
+    return {"accuracy": (pred == labels).double().mean().item(),
+            "top5": top5.double().mean().item(),
+            "macro_precision": precision.mean().item(),
+            "macro_recall": recall.mean().item(),
             "macro_f1": f1.mean().item(), "macro_auc": auc.nanmean().item(),
-            "per_class_accuracy": recall.tolist(), "auc": auc.tolist(), "confusion": confusion.tolist()}
+            "per_class_accuracy": recall.tolist(), "auc": auc.tolist(),
+            "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 31 (Recipes and checkpoints)
+# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
 def vit_recipe(profile: str) -> dict:
-    """Model settings, training recipe and training-set size of the ViT for a profile."""
+    """Model settings, training recipe and training-set size of a profile's ViT."""
     model = by_profile(
         smoke=dict(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
         cpu=dict(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
-        full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0), profile=profile)
+        full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0),
+        profile=profile)
     model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
     train = by_profile(
         smoke=ClassifierRecipe(epochs=1, batch_size=50, lr=1e-3),
@@ -478,10 +519,10 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 40
+# %% book/06_vit.md, code cell 42
 # (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
-    """Two 3x3 conv-BN layers with a skip connection (1x1 conv when the shape changes)."""
+    """Two 3x3 conv-BN layers with a skip (a 1x1 conv when the shape changes)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
@@ -497,16 +538,18 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 41
+# %% book/06_vit.md, code cell 43
 # (Inductive bias, measured: a small CNN with the same budget)
 class SmallResNet(nn.Module):
-    """A small ResNet for 32x32 images: stem, one residual block per stage, pooling, linear head."""
+    """A ResNet for 32x32 images: stem, one residual block per stage, pooling, head."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, widths: tuple = (32, 64, 128)):
+    def __init__(self, in_channels: int = 3, num_classes: int = 10,
+                 widths: tuple = (32, 64, 128)):
         super().__init__()
         self.in_channels = in_channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]), nn.ReLU())
         self.blocks = nn.ModuleList(
             ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2)
             for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths)))
@@ -521,14 +564,16 @@ class SmallResNet(nn.Module):
         return states
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden_states(images)[-1].mean((2, 3)))  # global average pooling
+        features = self.hidden_states(images)[-1]  # (B, c, h, w)
+        return self.head(features.mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 42
+# %% book/06_vit.md, code cell 44
 # (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)
-    widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256), profile=profile)
+    widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256),
+                        profile=profile)
     return {"model": dict(in_channels=3, num_classes=10, widths=widths),
             "train": vit["train"], "n_train": vit["n_train"]}
