@@ -382,8 +382,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
     """Atomically save model (+ optimizer) weights, settings and state (epoch, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": _jsonable(settings), "model": model.state_dict(), "state": state,
-               "optimizer": optimizer.state_dict() if optimizer is not None else None}
+    payload = {"config": _jsonable(settings), "model": model.state_dict(),
+               "state": state,
+               "optimizer": None if optimizer is None else optimizer.state_dict()}
     return _save_atomically(payload, path)
 
 
@@ -396,7 +397,7 @@ def _save_atomically(payload: dict, path: Path) -> Path:
 
 
 def _check_settings(path: Path, saved: dict, settings: dict) -> None:
-    """Raise CheckpointError naming each field where saved and wanted settings differ."""
+    """Raise CheckpointError naming every field that differs from the saved settings."""
     wanted = _jsonable(settings)
     diff = {k: (saved.get(k), wanted.get(k)) for k in sorted(set(saved) | set(wanted))
             if saved.get(k) != wanted.get(k)}
@@ -409,7 +410,7 @@ def _check_settings(path: Path, saved: dict, settings: dict) -> None:
 def load_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
                     optimizer: torch.optim.Optimizer | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint of these settings into model (+ optimizer); return its state."""
+    """Load a checkpoint with these settings into model (+ optimizer); its state."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)

@@ -337,26 +337,27 @@ def process_share(batches: list) -> list:
 
 
 # %% book/appendix_training.md, code cell 18 (Weights shipped with the book)
-def weights_config(model_settings: dict, **vocabs) -> dict:
+def weights_settings(model_settings: dict, **vocabs) -> dict:
     """What shipped weights are checked against: model settings, vocabulary digests."""
     return {"model": model_settings} | {name: v.digest() for name, v in vocabs.items()}
 
 
-def save_shipped(path: str | Path, model: nn.Module, config: dict) -> Path:
+def save_shipped(path: str | Path, model: nn.Module, settings: dict) -> Path:
     """Write `model`'s weights to `path` in the compact 8-bit form; say how large."""
-    path = save_compact(path, model, config)
+    path = save_compact(path, model, settings)
     print(f"wrote weights/{path.name}: {path.stat().st_size / 2**20:.1f} MiB")
     return path
 
 
-def load_shipped(path: str | Path, model: nn.Module, config: dict) -> nn.Module | None:
+def load_shipped(path: str | Path, model: nn.Module,
+                 settings: dict) -> nn.Module | None:
     """`model` with the shipped weights at `path`, or None (saying why) if unusable."""
     path = Path(path)
     if not path.exists():
         print(f"no weights/{path.name}")
         return None
     try:
-        return load_compact(path, model, config)
+        return load_compact(path, model, settings)
     except CheckpointError as err:
         print("refused:", str(err).replace(str(path), f"weights/{path.name}")[:400])
         return None

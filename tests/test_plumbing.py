@@ -291,7 +291,7 @@ def test_shipped_transformer_weights_load_and_reproduce_their_record(full_multi3
     """weights/05_transformer.full.int8.pt fits the full data and its recorded run, and scores like it."""
     from dataclasses import asdict
 
-    from annotated.training import weights_config
+    from annotated.training import weights_settings
     from annotated.transformer import Transformer, TransformerConfig
     path, saved, record = _shipped("05_transformer.full.int8.pt", "05_transformer")
     settings = record["settings"]["model"]
@@ -300,7 +300,7 @@ def test_shipped_transformer_weights_load_and_reproduce_their_record(full_multi3
     cfg = TransformerConfig(len(data.src_vocab), len(data.tgt_vocab), **settings,
                             norm_first=False, tie_embeddings=False)
     assert saved["model"] == asdict(cfg)
-    config = weights_config(asdict(cfg), src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
+    config = weights_settings(asdict(cfg), src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
     model = P.load_compact(path, Transformer(cfg), config)
     recorded = record["metrics"]["perplexity"]["Transformer"]["test_tf"]
     assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)  # 8-bit rows move it a little
@@ -312,13 +312,13 @@ def test_shipped_seq2seq_weights_load_and_reproduce_their_record(full_multi30k):
     from dataclasses import asdict
 
     from annotated.seq2seq import Seq2Seq, Seq2SeqConfig
-    from annotated.training import weights_config
+    from annotated.training import weights_settings
     path, saved, record = _shipped("03_lstm+attn.full.int8.pt", "03_seq2seq")
     data, st = full_multi30k, record["settings"]
     cfg = Seq2SeqConfig(len(data.src_vocab), len(data.tgt_vocab), cell="lstm", attention=st["attention"],
                         **st["dims"])
     assert saved["model"] == asdict(cfg)
-    model = P.load_compact(path, Seq2Seq(cfg), weights_config(asdict(cfg), src_vocab=data.src_vocab,
+    model = P.load_compact(path, Seq2Seq(cfg), weights_settings(asdict(cfg), src_vocab=data.src_vocab,
                                                               tgt_vocab=data.tgt_vocab))
     recorded = record["metrics"]["lstm+attn"]["test_ppl_TF"]
     assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)

@@ -250,9 +250,9 @@ def test_autocast_is_off_on_the_cpu_and_follows_the_gpu_generation(monkeypatch):
     assert TR.autocast_dtype(torch.device("cuda"), enabled=False) is None
 
 
-def test_weights_config_names_the_vocabularies():
+def test_weights_settings_names_the_vocabularies():
     v, en = T.Vocab([*T.SPECIALS, "ein", "hund"]), T.Vocab([*T.SPECIALS, "a"])
-    assert TR.weights_config({"d": 8}, src_vocab=v, tgt_vocab=en) == {
+    assert TR.weights_settings({"d": 8}, src_vocab=v, tgt_vocab=en) == {
         "model": {"d": 8}, "src_vocab": v.digest(), "tgt_vocab": en.digest()}
 
 
@@ -260,14 +260,14 @@ def test_load_shipped_loads_or_says_why_not(tmp_path, capsys):
     de, en = T.Vocab([*T.SPECIALS, "ein"]), T.Vocab([*T.SPECIALS, "a"])
     torch.manual_seed(0)
     net = nn.Linear(8, 6)
-    config = TR.weights_config({"d": 8}, src_vocab=de, tgt_vocab=en)
+    config = TR.weights_settings({"d": 8}, src_vocab=de, tgt_vocab=en)
     path = P.save_compact(tmp_path / "w.int8.pt", net, config)
     loaded = TR.load_shipped(path, nn.Linear(8, 6), config)
     assert loaded is not None and (loaded.weight - net.weight).abs().max() <= net.weight.abs().max() / 254
     assert TR.load_shipped(tmp_path / "missing.pt", nn.Linear(8, 6), config) is None
     assert "no weights/missing.pt" in capsys.readouterr().out
     other_en = T.Vocab([*T.SPECIALS, "the"])  # same size, other words: only the fingerprint tells
-    other = TR.weights_config({"d": 8}, src_vocab=de, tgt_vocab=other_en)
+    other = TR.weights_settings({"d": 8}, src_vocab=de, tgt_vocab=other_en)
     assert TR.load_shipped(path, nn.Linear(8, 6), other) is None
     out = capsys.readouterr().out
     assert "refused: weights/w.int8.pt was saved with other settings (tgt_vocab:" in out
