@@ -391,8 +391,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
 def _save_atomically(payload: dict, path: Path) -> Path:
     """torch.save to a .part file, then rename: no crash leaves half a file at path."""
     tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: leave no .part behind either
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -56,7 +56,7 @@ class TrainConfig:
 
     def settings(self) -> dict:
         """The fields that change the result: what a checkpoint must match."""
-        skip = {"stop_after", "verbose"}
+        skip = {"stop_after", "verbose", "lr"}  # lr: the optimizer's, recorded by fit
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -83,13 +83,15 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 # %% book/appendix_training.md, code cell 7 (One epoch)
-def _share_of_items(loss: torch.Tensor, count: int) -> torch.Tensor:
-    """Under DDP: the loss scaled by this process's share of the items."""
+def _share_of_items(loss: torch.Tensor, count: int) -> tuple[torch.Tensor, bool]:
+    """Under DDP: the loss scaled by this process's share of the items; and whether
+    every process's loss is finite."""
+    finite = bool(torch.isfinite(loss))
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return loss
-    count_all = torch.tensor(float(count), device=loss.device)
-    dist.all_reduce(count_all)
-    return loss * (count * dist.get_world_size() / count_all)
+        return loss, finite
+    stats = torch.tensor([float(count), float(not finite)], device=loss.device)
+    dist.all_reduce(stats)  # (items over all processes, processes with a bad loss)
+    return loss * (count * dist.get_world_size() / stats[0]), bool(stats[1] == 0)
 
 
 def _summed(*values: float) -> list[float]:
@@ -117,14 +119,18 @@ def train_epoch(model: nn.Module, step: Step, batches: Iterable,
     for batch in progress_bar(batches, "train", total, show):
         with autocast(device, config.amp):
             loss, reported, count = step(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss is {loss.item()} at step "
-                                     f"{len(losses) + 1} of the epoch")
+        weighted, finite = _share_of_items(loss, count)
+        if not finite:
+            where = "" if torch.isfinite(loss) else f" {loss.item()}"
+            raise FloatingPointError(f"the training loss is{where or ' not finite'} at "
+                                     f"step {len(losses) + 1} of the epoch"
+                                     f"{' (in another process)' if not where else ''}")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(_share_of_items(loss, count)).backward()
+        scaler.scale(weighted).backward()
         if config.clip is not None:
             scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         scaler.step(optimizer)
         scaler.update()
         if per_step is not None:  # a per-step schedule (warm-up and decay)
@@ -138,7 +144,7 @@ def train_epoch(model: nn.Module, step: Step, batches: Iterable,
     seconds = time.perf_counter() - start
     reported_sum, count_sum = _summed(reported_sum, float(count_sum))
     return {"loss": reported_sum / max(count_sum, 1), "items": int(count_sum),
-            "steps": len(losses), "seconds": seconds,
+            "steps": len(losses), "seconds": seconds, "lr": lr,
             "items_per_s": count_sum / seconds, "step_loss": losses}
 
 
@@ -149,6 +155,15 @@ def describe_step(step: Callable) -> dict:
         return {"name": describe_step(step.func)["name"],
                 **{k: getattr(v, "__qualname__", v) for k, v in step.keywords.items()}}
     return {"name": getattr(step, "__qualname__", type(step).__name__)}
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer, scheduler=None) -> dict:
+    """The optimizer's class and its constructor's numbers (lr, betas, ...), and
+    the schedule's class."""
+    numbers = {k: v for k, v in optimizer.defaults.items()
+               if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)}
+    return {"name": type(optimizer).__name__, **numbers,
+            "schedule": None if scheduler is None else type(scheduler).__name__}
 
 
 def flat_settings(settings: dict, prefix: str = "") -> dict:
@@ -187,10 +202,11 @@ class _Run:
     def done(self) -> int:
         return len(self.history["epoch"])
 
-    def record(self, epoch: int, train: dict, val: dict, lr: float) -> bool:
+    def record(self, epoch: int, train: dict, val: dict) -> bool:
         """Record one epoch; True when its validation loss is the best so far."""
         h = self.history
-        for key, value in (("epoch", epoch), ("train_loss", train["loss"]), ("lr", lr),
+        for key, value in (("epoch", epoch), ("train_loss", train["loss"]),
+                           ("lr", train["lr"]),
                            ("seconds", train["seconds"]), ("items", train["items"]),
                            ("items_per_s", train["items_per_s"])):
             h[key].append(value)
@@ -208,14 +224,23 @@ class _Run:
 
 # %% book/appendix_training.md, code cell 11 (Checkpoints, and one policy for them)
 def _save_epoch(path: Path, model: nn.Module, settings: dict, run: _Run, optimizer,
-                scheduler, scaler, data) -> None:
+                scheduler, scaler, data, rng: list[dict]) -> None:
     """The resumable state after a whole epoch (rank 0 writes it)."""
     save_checkpoint(path, model, settings, optimizer, history=run.history,
                     finished=False, best_model=run.best_state,
                     bad_epochs=run.bad_epochs,
                     scheduler=None if scheduler is None else scheduler.state_dict(),
-                    scaler=scaler.state_dict(), rng=rng_states(),
+                    scaler=scaler.state_dict(), rng=rng,
                     data=None if data is None else data.state_dict())
+
+
+def _all_rng_states() -> list[dict]:
+    """Every process's random number generators, by rank (one entry when alone)."""
+    states = [rng_states()]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, rng_states())
+    return states
 
 
 def _resume(state: dict, run: _Run, scheduler, scaler, data) -> None:
@@ -232,7 +257,9 @@ def _resume(state: dict, run: _Run, scheduler, scaler, data) -> None:
         scaler.load_state_dict(state["scaler"])
     if data is not None and state.get("data") is not None:
         data.load_state_dict(state["data"])
-    set_rng_states(state["rng"])  # dropout and augmentation continue their streams
+    rngs, rank = state["rng"], distributed_env().rank
+    rngs = rngs if isinstance(rngs, list) else [rngs]
+    set_rng_states(rngs[rank % len(rngs)])  # dropout, augmentation: their own streams
 
 
 # %% book/appendix_training.md, code cell 12 (`fit`)
@@ -286,6 +313,7 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
     scaler = torch.amp.GradScaler(
         enabled=autocast_dtype(device, config.amp) == torch.float16)
     settings = flat_settings({"train": config.settings(), "step": describe_step(step),
+                              "optimizer": describe_optimizer(optimizer, scheduler),
                               **(settings or {})})
     run, data, say = _Run(), _data_state(batches), config.verbose and env.is_main
     path = None if checkpoint is None else Path(checkpoint)
@@ -308,15 +336,17 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
                             scheduler, scaler)
         val = {} if evaluate is None else evaluate(model)
         _schedule_epoch(scheduler, config, val)
-        improved = run.record(epoch, train, val, optimizer.param_groups[0]["lr"])
+        improved = run.record(epoch, train, val)
         if improved and evaluate is not None:
             run.best_state = copy.deepcopy(model.state_dict())
         if say:
             print(_epoch_line(epoch, train, val, improved))
         run.history["stopped_early"] = (config.patience is not None
                                         and run.bad_epochs >= config.patience)
+        rng = _all_rng_states() if path is not None else []  # every process joins
         if path is not None and env.is_main:  # resumable after every epoch
-            _save_epoch(path, model, settings, run, optimizer, scheduler, scaler, data)
+            _save_epoch(path, model, settings, run, optimizer, scheduler, scaler, data,
+                        rng)
     if run.done < config.epochs and not run.history["stopped_early"]:
         if say:  # stop_after reached: the model keeps its last weights
             print(f"stopped after epoch {run.done} of {config.epochs}; "

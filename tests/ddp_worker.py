@@ -48,7 +48,8 @@ def main(out: str) -> None:
     data, model, optimizer, config, step = setup()
     val = T.make_loader(data, MAX_TOKENS, shuffle=False)
     TR.fit(model, step, T.make_loader(data, MAX_TOKENS, seed=0),
-           evaluate=lambda m: T.evaluate(m, val), optimizer=optimizer, config=config)
+           evaluate=lambda m: T.evaluate(m, val), optimizer=optimizer, config=config,
+           checkpoint=out + ".ckpt")  # every process's random streams go in it
     if distributed_env().is_main:
         torch.save(model.state_dict(), out)
 

@@ -55,12 +55,15 @@ def test_early_stopping_and_checkpoint_round_trip(tmp_path, capsys):
     assert capsys.readouterr().out.count("epoch") == 3
     # the one policy: a finished run is loaded, not retrained
     fresh = T.BagOfWordsTranslator(16, 16, d=8)
-    resumed = _fit(fresh, loader, loader, None, TR.TrainConfig(epochs=10, patience=2, verbose=False),
+    same_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.0)  # part of the settings
+    resumed = _fit(fresh, loader, loader, same_optimizer,
+                   TR.TrainConfig(epochs=10, patience=2, verbose=False),
                    checkpoint=path, settings={"model": {"d": 8}})
     assert resumed["epoch"] == [1, 2, 3] and resumed["loaded_from"] == str(path)
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    mismatch = r"saved with other settings \(model.d: saved 8, wanted 16; train.patience"
+    mismatch = (r"saved with other settings \(model.d: saved 8, wanted 16; "
+                r".*optimizer.name: saved 'SGD', wanted 'Adam'")
     with pytest.raises(P.CheckpointError, match=mismatch):
         _fit(fresh, loader, loader, None, TR.TrainConfig(), checkpoint=path,
              settings={"model": {"d": 16}})
@@ -119,7 +122,7 @@ def test_a_crashed_run_loses_at_most_the_epoch_it_was_in(tmp_path):
 
 def test_resuming_with_another_configuration_is_refused(tmp_path):
     _resumable_run(tmp_path / "run.pt", stop_after=1)
-    refused = r"saved with other settings \(.*train.lr: saved 0.001, wanted 0.01"
+    refused = r"saved with other settings \(.*optimizer.lr: saved 0.003, wanted 0.01"
     with pytest.raises(P.CheckpointError, match=refused):
         torch.manual_seed(0)
         model = T.BagOfWordsTranslator(16, 16, d=16, dropout=0.3)
@@ -184,6 +187,8 @@ def test_ddp_on_two_processes_equals_one_process_on_both_batches(tmp_path, repo_
                          env=env, capture_output=True, text=True, timeout=170)
     assert run.returncode == 0, run.stderr[-3000:]
     ddp = torch.load(out)
+    saved = torch.load(str(out) + ".ckpt", weights_only=False)
+    assert saved["state"]["finished"] and saved["state"]["history"]["epoch"] == [1]
 
     data, model, optimizer, config, step = W.setup()
     batches = T.TokenBatchSampler(data, W.MAX_TOKENS, seed=0, shard=False).batches(0)
@@ -272,3 +277,103 @@ def test_load_shipped_loads_or_says_why_not(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "refused: weights/w.int8.pt was saved with other settings (tgt_vocab:" in out
     assert str(tmp_path) not in out
+
+
+def _scripted(losses):
+    """An evaluate that returns the given validation losses in turn, and keeps the
+    weights it was shown at each call."""
+    seen = []
+
+    def evaluate(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": losses[len(seen) - 1]}
+    return evaluate, seen
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
+
+
+def _mse(model, batch):
+    loss = (model(batch[0]) - batch[1]).pow(2).mean()
+    return loss, loss.item() * len(batch[0]), len(batch[0])
+
+
+BATCHES = [(torch.randn(16, 4, generator=torch.Generator().manual_seed(i)),
+            torch.randn(16, 1, generator=torch.Generator().manual_seed(9 + i)))
+           for i in range(3)]
+
+
+def test_the_best_epoch_not_the_last_is_what_the_model_keeps():
+    evaluate, seen = _scripted([3.0, 1.0, 2.0, 4.0])
+    model = _net()
+    history = TR.fit(model, _mse, BATCHES, evaluate=evaluate,
+                     config=TR.TrainConfig(epochs=4, patience=None, verbose=False))
+    assert history["best_epoch"] == 2 and history["best_val_loss"] == 1.0
+    assert all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, seen[3][k]) for k, v in model.state_dict().items())
+
+
+def test_early_stopping_state_survives_a_resume(tmp_path):
+    """Patience and the best weights are in the checkpoint: a resumed run stops where
+    an uninterrupted one does, holding the same best weights."""
+    losses = [3.0, 1.0, 2.0, 4.0, 5.0, 6.0]
+    config = dict(epochs=6, patience=2, verbose=False)
+    evaluate, _ = _scripted(losses)
+    one_go = _net()
+    whole = TR.fit(one_go, _mse, BATCHES, evaluate=evaluate, config=TR.TrainConfig(**config),
+                   checkpoint=tmp_path / "one_go.pt")
+    assert whole["epoch"] == [1, 2, 3, 4] and whole["stopped_early"]
+    evaluate, seen = _scripted(losses)
+    first = TR.fit(_net(), _mse, BATCHES, evaluate=evaluate,
+                   config=TR.TrainConfig(**config, stop_after=3), checkpoint=tmp_path / "s.pt")
+    assert first["interrupted"] and first["epoch"] == [1, 2, 3]
+    resumed = _net()  # a fresh process: the epoch-4 loss is the fourth scripted one
+    rest = TR.fit(resumed, _mse, BATCHES, evaluate=lambda m: evaluate(m),
+                  config=TR.TrainConfig(**config), checkpoint=tmp_path / "s.pt")
+    assert rest["epoch"] == [1, 2, 3, 4] and rest["stopped_early"] and rest["best_epoch"] == 2
+    assert _same_weights(one_go, resumed)
+
+
+def test_a_failed_save_keeps_the_last_checkpoint_and_leaves_no_part_file(tmp_path,
+                                                                        monkeypatch):
+    calls, real_save = {"n": 0}, torch.save
+
+    def save_or_fail(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the checkpoint after epoch 2: the disk is full
+            real_save(obj, f, *args, **kwargs)
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(P.torch, "save", save_or_fail)
+    path = tmp_path / "run.pt"
+    with pytest.raises(OSError, match="No space left"):
+        TR.fit(_net(), _mse, BATCHES, config=TR.TrainConfig(epochs=3, verbose=False),
+               checkpoint=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no run.pt.part
+    saved = torch.load(path, weights_only=False)["state"]
+    assert saved["history"]["epoch"] == [1] and not saved["finished"]
+
+
+def test_the_optimizer_that_ran_is_part_of_the_settings(tmp_path):
+    model = _net()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    TR.fit(model, _mse, BATCHES, optimizer=opt, checkpoint=tmp_path / "w.pt",
+           config=TR.TrainConfig(epochs=1, verbose=False))
+    other = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
+    with pytest.raises(P.CheckpointError,
+                       match=r"optimizer.weight_decay: saved 0.05, wanted 0.1"):
+        TR.fit(model, _mse, BATCHES, optimizer=other, checkpoint=tmp_path / "w.pt",
+               config=TR.TrainConfig(epochs=1, verbose=False))
+    assert TR.describe_optimizer(opt)["name"] == "AdamW"
+
+
+def test_the_history_records_the_rate_each_epoch_trained_at():
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    halve = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # per epoch
+    history = TR.fit(model, _mse, BATCHES, optimizer=opt, scheduler=halve,
+                     config=TR.TrainConfig(epochs=3, clip=None, verbose=False))
+    assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
