@@ -55,6 +55,21 @@ for _ in range(2):  # one step, then the loss after it
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
+# and the book's own loop: two epochs of one step each, with a checkpoint written outside
+from annotated.training import TrainConfig, fit  # noqa: E402
+
+
+def step(model, batch):
+    loss = torch.nn.functional.mse_loss(model(*batch[:3]), batch[3])
+    return loss, loss.item(), 1
+
+
+ckpt = Path(sys.argv[3]) / "mha.pt"
+history = fit(mha, step, [(x, x, x, target)], optimizer=optimizer, checkpoint=ckpt,
+              config=TrainConfig(epochs=2, patience=None, verbose=False))
+assert history["finished"] and ckpt.exists() and len(history["step_loss"]) == 2
+assert history["step_loss"][-1] < losses[0]
 print(json.dumps({
     "file": str(where), "modules": [m.__name__ for m in modules], "losses": losses,
     "version": annotated.__version__,
@@ -116,7 +131,7 @@ def test_installed_wheel_imports_and_trains_outside_the_repository(wheel, tmp_pa
     work = tmp_path / "user"
     work.mkdir()
     (work / "use_it.py").write_text(SCRIPT)
-    command = [str(python), "-I", "use_it.py", str(env), str(ROOT)]
+    command = [str(python), "-I", "use_it.py", str(env), str(ROOT), str(work)]
     run = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
