@@ -300,8 +300,8 @@ class RecipeConfig:
 
 # %% book/03_seq2seq.md, code cell 15 (Training the four models)
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
-                  checkpoint_path=None, verbose: bool = True) -> dict:
-    """Adam, a one-cycle schedule and training.fit (resumable at checkpoint_path)."""
+                  checkpoint=None, verbose: bool = True) -> dict:
+    """Adam, a one-cycle schedule and training.fit (resumable at `checkpoint`)."""
     per_epoch = len(train_loader)
     epochs = max(1, int(recipe.epochs))
     # steps per epoch
@@ -316,5 +316,5 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                              label_smoothing=recipe.label_smoothing)
     return fit(model, step, train_loader, evaluate=lambda m: evaluate(m, val_loader),
                optimizer=optimizer, scheduler=scheduler, config=config,
-               checkpoint=checkpoint_path,
+               checkpoint=checkpoint,
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})

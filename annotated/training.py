@@ -121,10 +121,10 @@ def train_epoch(model: nn.Module, step: Step, batches: Iterable,
             loss, reported, count = step(model, batch)
         weighted, finite = _share_of_items(loss, count)
         if not finite:
-            where = "" if torch.isfinite(loss) else f" {loss.item()}"
-            raise FloatingPointError(f"the training loss is{where or ' not finite'} at "
-                                     f"step {len(losses) + 1} of the epoch"
-                                     f"{' (in another process)' if not where else ''}")
+            whose = (f"is {loss.item()}" if not torch.isfinite(loss)
+                     else "is not finite in another process")
+            raise FloatingPointError(f"the training loss {whose} at step "
+                                     f"{len(losses) + 1} of the epoch")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(weighted).backward()
         if config.clip is not None:
@@ -257,8 +257,7 @@ def _resume(state: dict, run: _Run, scheduler, scaler, data) -> None:
         scaler.load_state_dict(state["scaler"])
     if data is not None and state.get("data") is not None:
         data.load_state_dict(state["data"])
-    rngs, rank = state["rng"], distributed_env().rank
-    rngs = rngs if isinstance(rngs, list) else [rngs]
+    rngs, rank = state["rng"], distributed_env().rank  # one entry per saving process
     set_rng_states(rngs[rank % len(rngs)])  # dropout, augmentation: their own streams
 
 
@@ -353,6 +352,11 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
                   "call again to go on")
         return run.history | {"interrupted": True, "loaded_from": None}
     return _finish(path, model, settings, run) | {"loaded_from": None}
+
+
+def items_per_second(history: dict) -> float:
+    """A run's training throughput: items (tokens, images) over its training seconds."""
+    return sum(history["items"]) / max(sum(history["seconds"]), 1e-9)
 
 
 # %% book/appendix_training.md, code cell 17 (Many processes)

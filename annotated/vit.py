@@ -427,11 +427,6 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                checkpoint=checkpoint, settings=run_settings)
 
 
-def images_per_second(history: dict) -> float:
-    """Training throughput over a whole run."""
-    return sum(history["items"]) / max(sum(history["seconds"]), 1e-9)
-
-
 # %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,

@@ -15,11 +15,11 @@ from dataclasses import replace
 import torch
 
 from annotated.plumbing import get_device, get_profile, save_results, seed_everything, timer
+from annotated.training import items_per_second
 from annotated.vit import (
     SmallResNet,
     VisionTransformer,
     cnn_recipe,
-    images_per_second,
     train_classifier,
     vit_recipe,
 )
@@ -33,7 +33,7 @@ def throughput(model: torch.nn.Module, recipe, steps: int, device: torch.device)
     train_classifier(model, images[: 3 * recipe.batch_size], labels[: 3 * recipe.batch_size],
                      warm, device=device)
     timed = train_classifier(model, images, labels, replace(recipe, epochs=1), device=device)
-    return images_per_second(timed)
+    return items_per_second(timed)
 
 
 def main() -> None:

@@ -377,3 +377,9 @@ def test_the_history_records_the_rate_each_epoch_trained_at():
     history = TR.fit(model, _mse, BATCHES, optimizer=opt, scheduler=halve,
                      config=TR.TrainConfig(epochs=3, clip=None, verbose=False))
     assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_items_per_second_is_over_the_whole_run_not_a_mean_of_epochs():
+    history = {"items": [100, 300], "seconds": [1.0, 1.0]}  # 100/s, then 300/s
+    assert TR.items_per_second(history) == pytest.approx(200.0)
+    assert TR.items_per_second({"items": [50], "seconds": [0.0]}) > 0  # a loaded, instant run

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from annotated.plumbing import CheckpointError, ChecksumError, DataUnavailableError, sha256_file
+from annotated.training import items_per_second
 from annotated.vit import (
     CIFAR10_CLASSES,
     ClassifierRecipe,
@@ -22,7 +23,6 @@ from annotated.vit import (
     VisionTransformer,
     average_ranks,
     classification_metrics,
-    images_per_second,
     load_cifar10,
     normalize,
     one_vs_rest_auc,
@@ -254,7 +254,7 @@ def test_tiny_vit_overfits_tiny_batch():
     cfg = ClassifierRecipe(epochs=60, batch_size=20, lr=3e-3, weight_decay=0.0, warmup_frac=0.1,
                            label_smoothing=0.0, crop_pad=0, flip=False, seed=0)
     history = train_classifier(vit, images, labels, cfg, device=torch.device("cpu"))
-    assert len(history["step_loss"]) == 60 and images_per_second(history) > 0
+    assert len(history["step_loss"]) == 60 and items_per_second(history) > 0
     assert history["step_loss"][0] > 1.4  # about ln 5 at the start
     assert history["step_loss"][-1] < 0.1
     assert (predict(vit, images).argmax(1) == labels).all()
@@ -281,7 +281,7 @@ def test_train_classifier_loads_a_finished_run_and_refuses_other_settings(tmp_pa
     assert first["loaded_from"] is None and path.exists()
     b = tiny_vit()
     second = train_classifier(b, images, labels, cfg, checkpoint=path, settings=model_cfg)
-    assert second["loaded_from"] and images_per_second(second) == images_per_second(first)
+    assert second["loaded_from"] and items_per_second(second) == items_per_second(first)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     other = ClassifierRecipe(epochs=1, batch_size=5)
     with pytest.raises(CheckpointError, match=r"recipe.epochs: saved 2, wanted 1"):

@@ -55,6 +55,8 @@ BANNER = (
     "# GENERATED FILE, DO NOT EDIT. It is exported from {source}\n"
     "# by tools/export.py; change the chapter and run `make export` instead.\n"
 )
+
+
 class ExportError(Exception):
     """A chapter breaks one of the export rules."""
 
