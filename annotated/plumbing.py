@@ -371,7 +371,73 @@ def timer() -> Iterator[dict]:
         box["seconds"] = time.perf_counter() - start
 
 
-# %% book/appendix_plumbing.md, code cell 18 (Checkpoints that refuse the wrong model)
+# %% book/appendix_plumbing.md, code cell 18 (Claims the run checks)
+class ClaimError(AssertionError):
+    """A claim made in the prose does not hold in the run that renders it."""
+
+
+CLAIM_POLICIES = ("enforce", "warn")
+_claims_seen: dict[tuple[str, str], dict[str, dict]] = {}
+
+
+def claims_policy() -> str:
+    """$ANNOTATED_CLAIMS: 'enforce' (the default) or 'warn' (a failing claim warns)."""
+    policy = os.environ.get("ANNOTATED_CLAIMS", "enforce").strip().lower() or "enforce"
+    if policy not in CLAIM_POLICIES:
+        raise ValueError(f"ANNOTATED_CLAIMS={policy!r}: expected one of {CLAIM_POLICIES}")
+    return policy
+
+
+def claims_path(chapter: str, profile: str) -> Path:
+    """The claims ledger of one chapter and profile: results/claims/<chapter>.<profile>.json."""
+    return results_dir() / "claims" / f"{chapter}.{get_profile(profile)}.json"
+
+
+def check_claim(chapter: str, claim: str, holds: bool, evidence: str, *,
+                profile: str, source: str = "this run") -> bool:
+    """Print whether `claim` holds, with `evidence`; record it; fail when it must hold.
+
+    Raises ClaimError in the cpu and full profiles when the claim does not hold,
+    unless ANNOTATED_CLAIMS=warn. Returns whether it holds.
+    """
+    profile, policy = get_profile(profile), claims_policy()
+    if not claim.strip() or not evidence.strip():
+        raise ValueError("check_claim: say what is claimed and the numbers it rests on")
+    holds = bool(holds)
+    enforced = profile != "smoke" and policy == "enforce"
+    where = f"{source} ({profile} profile)"
+    if holds:
+        print(f"✓ holds in {where}: {claim} — {evidence}")
+    elif profile == "smoke":
+        print(f"· not enforced in {where}: {claim} — {evidence}")
+    elif enforced:
+        raise ClaimError(f"claim does not hold in {where}: {claim!r} — {evidence} "
+                         "(set ANNOTATED_CLAIMS=warn to build anyway, with a warning)")
+    else:
+        print(f"✗ DOES NOT HOLD in {where}: {claim} — {evidence} (ANNOTATED_CLAIMS=warn)")
+    ledger = _claims_seen.setdefault((chapter, profile), {})
+    ledger[claim] = {"holds": holds, "evidence": evidence, "source": source,
+                     "enforced": enforced}
+    _write_claims(chapter, profile, ledger)
+    return holds
+
+
+def _write_claims(chapter: str, profile: str, ledger: dict[str, dict]) -> None:
+    """Write every claim this process checked for `chapter` (rank 0 only)."""
+    if not distributed_env().is_main:
+        return
+    record = {"chapter": chapter, "profile": profile, "commit": git_commit(),
+              "date": datetime.datetime.now(datetime.timezone.utc)
+              .isoformat(timespec="seconds"),
+              "claims": [{"claim": name, **entry} for name, entry in ledger.items()]}
+    out = claims_path(chapter, profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
+# %% book/appendix_plumbing.md, code cell 20 (Checkpoints that refuse the wrong model)
 class CheckpointError(RuntimeError):
     """A checkpoint is corrupt or was saved with other settings."""
 
@@ -431,7 +497,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
     return payload["state"]
 
 
-# %% book/appendix_plumbing.md, code cell 20 (Small weights to ship with the book)
+# %% book/appendix_plumbing.md, code cell 22 (Small weights to ship with the book)
 COMPACT_FORMAT = "annotated-int8-rows/1"
 
 

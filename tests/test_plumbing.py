@@ -156,6 +156,42 @@ def test_save_results_writes_provenance(tmp_path, monkeypatch):
         P.load_results("02_translation", "cpu")
 
 
+def test_a_false_claim_fails_cpu_and_full_naming_it_and_warns_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path))
+    monkeypatch.delenv("ANNOTATED_CLAIMS", raising=False)
+    for profile in ("cpu", "full"):
+        with pytest.raises(P.ClaimError, match=r"LSTM beats the RNN.*LSTM 1.0 < RNN 2.0"):
+            P.check_claim("03_test", "LSTM beats the RNN", 1.0 > 2.0, "LSTM 1.0 < RNN 2.0",
+                          profile=profile)
+        assert not P.claims_path("03_test", profile).exists()  # nothing recorded as passing
+    assert P.check_claim("03_test", "x", False, "0 < 1", profile="smoke") is False  # reported
+    monkeypatch.setenv("ANNOTATED_CLAIMS", "warn")
+    assert P.check_claim("03_test", "LSTM beats the RNN", False, "1 < 2", profile="cpu") is False
+    monkeypatch.setenv("ANNOTATED_CLAIMS", "sometimes")
+    with pytest.raises(ValueError, match="ANNOTATED_CLAIMS"):
+        P.check_claim("03_test", "y", True, "1", profile="cpu")
+    monkeypatch.delenv("ANNOTATED_CLAIMS")
+    with pytest.raises(ValueError, match="numbers it rests on"):
+        P.check_claim("03_test", "y", True, " ", profile="cpu")
+
+
+def test_claims_ledger_records_verdicts_and_evidence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path))
+    monkeypatch.setenv("ANNOTATED_CLAIMS", "warn")
+    assert P.check_claim("03_ledger", "a holds", 3 > 2, "3 > 2", profile="cpu") is True
+    P.check_claim("03_ledger", "b fails", 1 > 2, "1 < 2", profile="cpu", source="results/x.json")
+    P.check_claim("03_ledger", "a holds", 3 > 2, "3 > 2 again", profile="cpu")  # re-checked
+    out = capsys.readouterr().out
+    assert "✓ holds in this run (cpu profile): a holds — 3 > 2" in out
+    assert "✗ DOES NOT HOLD in results/x.json (cpu profile): b fails" in out
+    record = json.loads(P.claims_path("03_ledger", "cpu").read_text())
+    assert record["chapter"] == "03_ledger" and record["profile"] == "cpu"
+    assert [(c["claim"], c["holds"], c["evidence"]) for c in record["claims"]] == [
+        ("a holds", True, "3 > 2 again"), ("b fails", False, "1 < 2")]
+    assert record["claims"][1]["source"] == "results/x.json"
+    assert not record["claims"][1]["enforced"]
+
+
 def test_under_torchrun_only_rank_0_writes_results_and_each_rank_has_its_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path))
     monkeypatch.setenv("WORLD_SIZE", "2")
