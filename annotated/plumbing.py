@@ -384,12 +384,13 @@ def claims_policy() -> str:
     """$ANNOTATED_CLAIMS: 'enforce' (the default) or 'warn' (a failing claim warns)."""
     policy = os.environ.get("ANNOTATED_CLAIMS", "enforce").strip().lower() or "enforce"
     if policy not in CLAIM_POLICIES:
-        raise ValueError(f"ANNOTATED_CLAIMS={policy!r}: expected one of {CLAIM_POLICIES}")
+        raise ValueError(f"ANNOTATED_CLAIMS={policy!r}: "
+                         f"expected one of {CLAIM_POLICIES}")
     return policy
 
 
 def claims_path(chapter: str, profile: str) -> Path:
-    """The claims ledger of one chapter and profile: results/claims/<chapter>.<profile>.json."""
+    """One chapter's claims ledger: results/claims/<chapter>.<profile>.json."""
     return results_dir() / "claims" / f"{chapter}.{get_profile(profile)}.json"
 
 
@@ -414,7 +415,8 @@ def check_claim(chapter: str, claim: str, holds: bool, evidence: str, *,
         raise ClaimError(f"claim does not hold in {where}: {claim!r} — {evidence} "
                          "(set ANNOTATED_CLAIMS=warn to build anyway, with a warning)")
     else:
-        print(f"✗ DOES NOT HOLD in {where}: {claim} — {evidence} (ANNOTATED_CLAIMS=warn)")
+        print(f"✗ DOES NOT HOLD in {where}: {claim} — {evidence} "
+              "(ANNOTATED_CLAIMS=warn)")
     ledger = _claims_seen.setdefault((chapter, profile), {})
     ledger[claim] = {"holds": holds, "evidence": evidence, "source": source,
                      "enforced": enforced}
