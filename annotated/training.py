@@ -20,9 +20,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from annotated.plumbing import (CheckpointError, distributed_env, init_distributed,
-                                load_checkpoint, load_compact, progress_bar, rng_states,
-                                save_checkpoint, save_compact, set_rng_states)
+from annotated.plumbing import (CheckpointError, device_name, distributed_env,
+                                git_commit, init_distributed, load_checkpoint,
+                                load_compact, progress_bar, rng_states, save_checkpoint,
+                                save_compact, set_rng_states)
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, float, int]]
 Evaluate = Callable[[nn.Module], dict]
@@ -286,7 +287,9 @@ def _finish(path: Path | None, model: nn.Module, settings: dict, run: _Run) -> d
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
     h = run.history
-    h["finished"] = True
+    h["finished"] = True  # and by what: a loaded run still names its training run
+    h["trained_by"] = {"commit": git_commit(), "torch": torch.__version__,
+                       "device": device_name(model_device(model))}
     if h["best_epoch"] is not None:
         best = h["epoch"].index(h["best_epoch"])
         for key in [k for k in h if k.startswith("val_")]:

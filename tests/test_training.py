@@ -60,6 +60,9 @@ def test_early_stopping_and_checkpoint_round_trip(tmp_path, capsys):
                    TR.TrainConfig(epochs=10, patience=2, verbose=False),
                    checkpoint=path, settings={"model": {"d": 8}})
     assert resumed["epoch"] == [1, 2, 3] and resumed["loaded_from"] == str(path)
+    # the loaded run names the run that trained it (commit, torch, device), not this one
+    assert resumed["trained_by"] == history["trained_by"] == {
+        "commit": P.git_commit(), "torch": torch.__version__, "device": P.device_name(None)}
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     mismatch = (r"saved with other settings \(model.d: saved 8, wanted 16; "
