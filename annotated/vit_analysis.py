@@ -193,7 +193,7 @@ def attention_entropy(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
 
 
 def neighbourhood_attention(grid_size: int, radius: int = 1) -> torch.Tensor:
-    """Even attention from each patch to those `radius` rows and columns away: (N, N)."""
+    """Even attention from each patch to those at most `radius` rows/columns away."""
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size),
