@@ -48,7 +48,7 @@ def times_uniform(maps: torch.Tensor) -> torch.Tensor:
     return maps.shape[-2] * maps.shape[-1] * maps / total
 
 
-# %% book/07_vit_inside.md, code cell 18 (Attention rollout)
+# %% book/07_vit_inside.md, code cell 19 (Attention rollout)
 def attention_rollout(attentions: torch.Tensor,
                       discard_ratio: float = 0.0) -> torch.Tensor:
     """Rollout of (L, B, heads, T, T) attention -> (B, T, T).
@@ -74,7 +74,7 @@ def attention_rollout(attentions: torch.Tensor,
     return rollout.to(attentions.dtype)
 
 
-# %% book/07_vit_inside.md, code cell 23 (Are the maps faithful?)
+# %% book/07_vit_inside.md, code cell 25 (Are the maps faithful?)
 def random_ranking(n_images: int, n_patches: int, seed: int) -> torch.Tensor:
     """Random patch scores (n_images, n_patches): the chance baseline, at `seed`."""
     generator = torch.Generator().manual_seed(seed)
@@ -120,7 +120,7 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return torch.stack(accuracy)  # (len(ks),)
 
 
-# %% book/07_vit_inside.md, code cell 27 (Are the maps faithful?)
+# %% book/07_vit_inside.md, code cell 30 (Are the maps faithful?)
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman's rank correlation of each pair of maps: (B, ...), (B, ...) -> (B,)."""
     if a.shape != b.shape or a.dim() < 2:
@@ -154,7 +154,7 @@ def randomised_top_down(model: nn.Module,
     return steps
 
 
-# %% book/07_vit_inside.md, code cell 30 (How far does each head look?)
+# %% book/07_vit_inside.md, code cell 34 (How far does each head look?)
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """Pixel distances between the centres of every pair of patches: (g*g, g*g)."""
     ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size),
@@ -204,7 +204,7 @@ def neighbourhood_attention(grid_size: int, radius: int = 1) -> torch.Tensor:
     return near.double() / near.sum(-1, keepdim=True)
 
 
-# %% book/07_vit_inside.md, code cell 34 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 39 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding with all others.
 
@@ -218,7 +218,26 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 38
+# %% book/07_vit_inside.md, code cell 44 (Does token $i$ still stand for patch $i$?)
+def own_patch_similarity(state: torch.Tensor, inputs: torch.Tensor) -> float:
+    """How much more each patch token resembles its own input token than others.
+
+    state, inputs: (B, 1+N, d) tokens of a layer and of z_0 (class token first).
+    Returns mean cosine similarity with its own input minus with the others.
+    """
+    if state.dim() != 3 or state.shape != inputs.shape:
+        raise ValueError("need two (batch, 1+N, d) token tensors of one shape, got "
+                         f"{tuple(state.shape)} and {tuple(inputs.shape)}")
+    a, b = (t[:, 1:].double() for t in (state, inputs))  # (B, N, d): patches only
+    a, b = (F.normalize(t - t.mean(1, keepdim=True), dim=-1) for t in (a, b))
+    S = a @ b.transpose(1, 2)  # (B, N, N): token i of the layer vs input token j
+    N = S.shape[-1]
+    own = S.diagonal(dim1=1, dim2=2).mean()
+    others = (S.sum((1, 2)) - S.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (N * (N - 1))
+    return float(own - others)
+
+
+# %% book/07_vit_inside.md, code cell 47
 # (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64.
@@ -249,7 +268,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 39
+# %% book/07_vit_inside.md, code cell 48
 # (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
@@ -277,7 +296,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 40
+# %% book/07_vit_inside.md, code cell 49
 # (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""

@@ -23,6 +23,7 @@ from annotated.vit_analysis import (
     mean_attention_distance,
     minibatch_cka,
     neighbourhood_attention,
+    own_patch_similarity,
     position_similarity,
     random_ranking,
     randomised_top_down,
@@ -442,3 +443,40 @@ def test_randomised_maps_change_but_the_head_does_not_touch_attention():
             for _, m in randomised_top_down(trained, control)]
     assert torch.equal(maps[0], maps[1])  # the classifier head never enters attention
     assert rank_correlation(maps[-1], maps[0]).mean() < 0.9
+
+
+# ---------------------------------------------------------------- token identity
+def numpy_own_patch_similarity(state, inputs):
+    """The same measure with explicit loops, in NumPy."""
+    total_own, total_other, n_other = 0.0, 0.0, 0
+    for a, b in zip(state[:, 1:], inputs[:, 1:]):
+        a, b = a - a.mean(0), b - b.mean(0)
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        for i in range(len(a)):
+            for j in range(len(b)):
+                if i == j:
+                    total_own += a[i] @ b[j]
+                else:
+                    total_other += a[i] @ b[j]
+                    n_other += 1
+    return total_own / (len(state) * (state.shape[1] - 1)) - total_other / n_other
+
+
+def test_own_patch_similarity():
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(3, 10, 16, generator=g, dtype=torch.float64)
+    z = z0 + 0.5 * torch.randn(3, 10, 16, generator=g, dtype=torch.float64)
+    assert own_patch_similarity(z, z0) == pytest.approx(
+        numpy_own_patch_similarity(z.numpy(), z0.numpy()), abs=1e-12)
+    # tokens equal to their inputs: similarity 1 with their own, about 0 with the others
+    assert own_patch_similarity(z0, z0) > 0.9
+    # tokens shuffled across positions: no token stands for its own patch any more
+    shuffled = torch.cat([z0[:, :1], z0[:, 1:].roll(1, dims=1)], 1)
+    assert abs(own_patch_similarity(shuffled, z0)) < 0.2
+    # the class token is ignored
+    other_cls = z0.clone()
+    other_cls[:, 0] = 100.0
+    assert own_patch_similarity(other_cls, z0) == pytest.approx(own_patch_similarity(z0, z0))
+    with pytest.raises(ValueError, match="of one shape"):
+        own_patch_similarity(z0, z0[:, :5])
