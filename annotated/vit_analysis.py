@@ -74,7 +74,25 @@ def attention_rollout(attentions: torch.Tensor,
     return rollout.to(attentions.dtype)
 
 
-# %% book/07_vit_inside.md, code cell 25 (Are the maps faithful?)
+# %% book/07_vit_inside.md, code cell 25 (A patch explorer)
+def explorer_rows(attention: torch.Tensor, grid_size: int) -> list[dict]:
+    """One image's attention (L, heads, 1+N, 1+N) as rows for the patch explorer.
+
+    One row per layer, head and query (0: the class token), with the query's
+    attention over the N patches in units of uniform attention.
+    """
+    if attention.dim() != 4 or attention.shape[-1] != grid_size ** 2 + 1:
+        raise ValueError("attention must be (layers, heads, 1+N, 1+N) with N = "
+                         f"{grid_size}**2, got {tuple(attention.shape)}")
+    L, H, T, _ = attention.shape
+    patches = attention[..., 1:].reshape(L, H, T, grid_size, grid_size)
+    maps = times_uniform(patches).flatten(-2)  # (L, H, T, N)
+    return [{"layer": layer + 1, "head": head + 1, "query": q,
+             "weights": [round(float(w), 2) for w in maps[layer, head, q]]}
+            for layer in range(L) for head in range(H) for q in range(T)]
+
+
+# %% book/07_vit_inside.md, code cell 27 (Are the maps faithful?)
 def random_ranking(n_images: int, n_patches: int, seed: int) -> torch.Tensor:
     """Random patch scores (n_images, n_patches): the chance baseline, at `seed`."""
     generator = torch.Generator().manual_seed(seed)
@@ -120,7 +138,7 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return torch.stack(accuracy)  # (len(ks),)
 
 
-# %% book/07_vit_inside.md, code cell 30 (Are the maps faithful?)
+# %% book/07_vit_inside.md, code cell 32 (Are the maps faithful?)
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman's rank correlation of each pair of maps: (B, ...), (B, ...) -> (B,)."""
     if a.shape != b.shape or a.dim() < 2:
@@ -154,7 +172,7 @@ def randomised_top_down(model: nn.Module,
     return steps
 
 
-# %% book/07_vit_inside.md, code cell 34 (How far does each head look?)
+# %% book/07_vit_inside.md, code cell 36 (How far does each head look?)
 def patch_distances(grid_size: int, patch_size: int) -> torch.Tensor:
     """Pixel distances between the centres of every pair of patches: (g*g, g*g)."""
     ys, xs = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size),
@@ -204,7 +222,7 @@ def neighbourhood_attention(grid_size: int, radius: int = 1) -> torch.Tensor:
     return near.double() / near.sum(-1, keepdim=True)
 
 
-# %% book/07_vit_inside.md, code cell 39 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 41 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding with all others.
 
@@ -218,7 +236,7 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 44 (Does token $i$ still stand for patch $i$?)
+# %% book/07_vit_inside.md, code cell 46 (Does token $i$ still stand for patch $i$?)
 def own_patch_similarity(state: torch.Tensor, inputs: torch.Tensor) -> float:
     """How much more each patch token resembles its own input token than others.
 
@@ -237,7 +255,7 @@ def own_patch_similarity(state: torch.Tensor, inputs: torch.Tensor) -> float:
     return float(own - others)
 
 
-# %% book/07_vit_inside.md, code cell 47
+# %% book/07_vit_inside.md, code cell 49
 # (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64.
@@ -268,7 +286,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 48
+# %% book/07_vit_inside.md, code cell 50
 # (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
@@ -296,7 +314,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 49
+# %% book/07_vit_inside.md, code cell 51
 # (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""

@@ -19,6 +19,7 @@ from annotated.vit_analysis import (
     cls_attention_maps,
     delete_patches,
     deletion_curve,
+    explorer_rows,
     linear_cka,
     mean_attention_distance,
     minibatch_cka,
@@ -480,3 +481,23 @@ def test_own_patch_similarity():
     assert own_patch_similarity(other_cls, z0) == pytest.approx(own_patch_similarity(z0, z0))
     with pytest.raises(ValueError, match="of one shape"):
         own_patch_similarity(z0, z0[:, :5])
+
+
+# ---------------------------------------------------------------- patch explorer
+def test_explorer_rows_match_the_models_attention_maps():
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
+                              d_ff=32)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    attention = model.attention_maps(x)[:, 1]  # (L, H, T, T): the second image
+    rows = explorer_rows(attention, 4)
+    assert len(rows) == 2 * 2 * 17
+    for row in rows:
+        a = attention[row["layer"] - 1, row["head"] - 1, row["query"], 1:]  # (16,) patches
+        expected = 16 * a / a.sum()  # x uniform, by hand
+        assert row["weights"] == pytest.approx(expected.tolist(), abs=0.006)  # 2 decimals
+    cls_row = next(r for r in rows if (r["layer"], r["head"], r["query"]) == (2, 1, 0))
+    cls_map = times_uniform(cls_attention_maps(attention))[1, 0].flatten()
+    assert cls_row["weights"] == pytest.approx(cls_map.tolist(), abs=0.006)
+    with pytest.raises(ValueError, match="with N = 3\\*\\*2"):
+        explorer_rows(attention, 3)
