@@ -1,4 +1,5 @@
-"""Tests for annotated.vit_analysis: CLS maps, rollout, attention distance, position similarity, CKA."""
+"""Tests for annotated.vit_analysis: CLS maps, x-uniform units, rollout, attention distance and
+entropy, position similarity, CKA, and the faithfulness tests (deletion, randomisation)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from annotated.vit import VisionTransformer, predict
 from annotated.vit_analysis import (
+    attention_entropy,
     attention_rollout,
     cka_matrix,
     cls_attention_maps,
+    delete_patches,
+    deletion_curve,
+    explorer_rows,
     linear_cka,
     mean_attention_distance,
     minibatch_cka,
+    neighbourhood_attention,
+    own_patch_similarity,
     position_similarity,
+    random_ranking,
+    randomised_top_down,
+    rank_correlation,
+    times_uniform,
     unbiased_hsic,
 )
 
@@ -226,3 +238,266 @@ def test_cka_matrix_is_symmetric_with_unit_diagonal():
     assert M.shape == (3, 3)
     assert torch.allclose(M, M.T) and torch.allclose(M.diagonal(), torch.ones(3, dtype=torch.float64))
     assert M[0, 1] > M[0, 2]
+
+
+# ---------------------------------------------------------------- x uniform
+def test_times_uniform_of_uniform_attention_is_one_whatever_the_scale():
+    flat = torch.full((2, 3, 4, 4), 0.01)  # rows need not sum to 1 over the patches
+    assert torch.allclose(times_uniform(flat), torch.ones(2, 3, 4, 4))
+    # the class token's row (1 + 16 tokens) with 1/17 on each: uniform over patches again
+    row = torch.full((1, 17, 17), 1 / 17)
+    assert torch.allclose(times_uniform(cls_attention_maps(row)), torch.ones(1, 4, 4))
+
+
+def test_times_uniform_by_hand():
+    one_hot = torch.zeros(3, 3)
+    one_hot[1, 2] = 0.4  # all of the patches' weight on one of 9 patches
+    out = times_uniform(one_hot)
+    assert out[1, 2].item() == pytest.approx(9.0) and out.sum().item() == pytest.approx(9.0)
+    m = torch.tensor([[1.0, 3.0], [0.0, 4.0]])  # shares 1/8, 3/8, 0, 1/2 of 4 patches
+    assert times_uniform(m).flatten().tolist() == pytest.approx([0.5, 1.5, 0.0, 2.0])
+
+
+def test_times_uniform_bad_input():
+    with pytest.raises(ValueError, match="cannot hold negative weights"):
+        times_uniform(torch.tensor([[1.0, -1.0], [0.5, 0.5]]))
+    with pytest.raises(ValueError, match="no weight on any patch"):
+        times_uniform(torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match="must end in a \\(g, g\\) grid"):
+        times_uniform(torch.ones(4))
+
+
+# ---------------------------------------------------------------- entropy, neighbourhood
+def test_uniform_attention_has_maximal_entropy_and_known_distance():
+    for g, P in ((2, 4), (4, 4), (8, 4)):
+        N = g * g
+        uniform = torch.full((1, 2, N + 1, N + 1), 1 / (N + 1))  # with a class token
+        assert attention_entropy(uniform, g).tolist() == pytest.approx([math.log(N)] * 2)
+        # independent reference: the mean over all ordered pairs of patch centres (NumPy)
+        ys, xs = np.divmod(np.arange(N), g)
+        d = P * np.hypot(ys[:, None] - ys[None], xs[:, None] - xs[None])
+        assert mean_attention_distance(uniform, g, P).tolist() == pytest.approx([d.mean()] * 2)
+
+
+def test_entropy_of_one_hot_and_of_two_patches():
+    eye = torch.eye(9).expand(2, 3, 9, 9)
+    assert torch.allclose(attention_entropy(eye, 3), torch.zeros(3, dtype=torch.float64))
+    half = torch.zeros(1, 1, 4, 4)
+    half[0, 0, :, :2] = 0.5  # every row split evenly over two patches
+    assert attention_entropy(half, 2).item() == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="11 tokens do not fit a 3x3 grid"):
+        attention_entropy(torch.zeros(1, 1, 11, 11), 3)
+
+
+def test_neighbourhood_attention():
+    A = neighbourhood_attention(4, radius=1)
+    assert torch.allclose(A.sum(-1), torch.ones(16, dtype=torch.float64))
+    assert (A[0] > 0).sum() == 4 and (A[5] > 0).sum() == 9  # a corner, an interior patch
+    # an interior patch: itself, 4 neighbours at P and 4 at P sqrt(2) -> 4.29 px at P = 4
+    interior = torch.zeros(1, 1, 16, 16)
+    interior[0, 0, 5] = A[5]
+    per_query = (interior[0, 0, 5] * torch.tensor(
+        [4 * math.hypot(5 // 4 - j // 4, 5 % 4 - j % 4) for j in range(16)])).sum()
+    assert per_query.item() == pytest.approx(4 * (4 + 4 * math.sqrt(2)) / 9)
+    assert torch.allclose(neighbourhood_attention(4, radius=0), torch.eye(16, dtype=torch.float64))
+    assert torch.allclose(neighbourhood_attention(3, radius=2), torch.full((9, 9), 1 / 9,
+                                                                          dtype=torch.float64))
+    with pytest.raises(ValueError, match="radius must be >= 0, got -1"):
+        neighbourhood_attention(3, radius=-1)
+
+
+# ---------------------------------------------------------------- deletion
+class BrightCorner(torch.nn.Module):
+    """A 'model' that reads only the top-left 4x4 patch: class 1 if it is bright, else 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # predict() asks for a device
+
+    def forward(self, x):  # x: normalised (B, 3, 8, 8)
+        bright = x[:, :, :4, :4].mean((1, 2, 3))
+        return torch.stack([-bright, bright], 1) + 0 * self.dummy
+
+
+def corner_data(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 60, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 2
+    images[labels == 1, :, :4, :4] = 250  # class 1: a bright top-left patch
+    return images, labels
+
+
+def test_delete_patches_replaces_exactly_the_top_k():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.8, 0.1, 0.2, 0.3]])  # 2x2 patches of 2x2
+    out = delete_patches(images, scores, 2, 2, fill=-1.0)
+    gone = out == -1
+    assert gone[0, 0].tolist() == [[False, False, True, True], [False, False, True, True],
+                                   [True, True, False, False], [True, True, False, False]]
+    assert gone[1, 0, :2, :2].all() and gone[1, 0, 2:, 2:].all() and gone.sum() == 16
+    assert torch.equal(out[~gone], images[~gone])
+    assert torch.equal(delete_patches(images, scores, 0, 2, fill=-1.0), images)
+    # a per-channel colour
+    rgb = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    out = delete_patches(rgb, torch.ones(1, 1), 1, 2, fill=torch.tensor([10, 20, 30]))
+    assert out[0, :, 0, 0].tolist() == [10, 20, 30] and out.dtype == torch.uint8
+
+
+def test_deletion_curve_at_zero_is_the_plain_accuracy_and_faithful_maps_fall_faster():
+    images, labels = corner_data()
+    model = BrightCorner()
+    faithful = torch.zeros(len(images), 4)
+    faithful[:, 0] = 1.0  # the top-left patch ranked first: what the model reads
+    unfaithful = torch.zeros(len(images), 4)
+    unfaithful[:, 3] = 1.0  # the bottom-right patch ranked first: never read
+    fill = torch.zeros(3)  # black
+    curve = deletion_curve(model, images, labels, faithful, [0, 1, 4], 4, fill)
+    accuracy = (predict(model, images).argmax(1) == labels).double().mean()
+    assert curve[0] == accuracy == 1.0
+    assert curve[1] == 0.5  # the corner gone: every image looks like class 0
+    ignored = deletion_curve(model, images, labels, unfaithful, [0, 1], 4, fill)
+    assert ignored.tolist() == [1.0, 1.0]
+
+
+def test_random_ranking_is_reproducible_at_a_seed():
+    a, b = random_ranking(5, 16, seed=3), random_ranking(5, 16, seed=3)
+    assert torch.equal(a, b) and a.shape == (5, 16)
+    assert not torch.equal(a, random_ranking(5, 16, seed=4))
+    # every image gets its own order, and all orders are equally likely in the long run
+    firsts = random_ranking(4000, 4, seed=0).argmax(1).bincount(minlength=4).double()
+    assert (firsts / 4000 - 0.25).abs().max() < 0.03
+
+
+def test_deletion_bad_input():
+    images = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="scores must be \\(images, patches\\) = \\(2, 4\\), "
+                                         "got \\(2, 5\\)"):
+        delete_patches(images, torch.zeros(2, 5), 1, 4, 0.0)
+    with pytest.raises(ValueError, match="k must be between 0 and 4 patches, got 5"):
+        delete_patches(images, torch.zeros(2, 4), 5, 4, 0.0)
+    with pytest.raises(ValueError, match="8x8 images do not split into 3x3 patches"):
+        delete_patches(images, torch.zeros(2, 4), 1, 3, 0.0)
+    with pytest.raises(ValueError, match="images must be \\(B, C, H, W\\)"):
+        delete_patches(torch.zeros(3, 8, 8), torch.zeros(3, 4), 1, 4, 0.0)
+
+
+# ---------------------------------------------------------------- randomisation
+def numpy_spearman(a, b):
+    """Spearman's rho as Pearson's r of the ranks (no ties in continuous data)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return np.corrcoef(ra, rb)[0, 1]
+
+
+def test_rank_correlation_matches_numpy_and_ignores_monotone_maps():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(6, 3, 3, generator=g), torch.rand(6, 3, 3, generator=g)
+    ours = rank_correlation(a, b)
+    expected = [numpy_spearman(x.flatten().numpy(), z.flatten().numpy()) for x, z in zip(a, b)]
+    assert ours.tolist() == pytest.approx(expected, abs=1e-12)
+    assert torch.allclose(rank_correlation(a, a.exp() * 5), torch.ones(6, dtype=torch.float64))
+    assert torch.allclose(rank_correlation(a, -a), -torch.ones(6, dtype=torch.float64))
+    # ties share their average rank
+    tied = torch.tensor([[1.0, 1.0, 2.0, 3.0]])
+    assert rank_correlation(tied, torch.tensor([[1.0, 2.0, 3.0, 4.0]])).item() == \
+        pytest.approx(np.corrcoef([1.5, 1.5, 3, 4], [1, 2, 3, 4])[0, 1])
+
+
+def test_rank_correlation_bad_input():
+    with pytest.raises(ValueError, match="one shape"):
+        rank_correlation(torch.rand(2, 4), torch.rand(2, 5))
+    with pytest.raises(ValueError, match="constant map"):
+        rank_correlation(torch.ones(2, 4), torch.rand(2, 4))
+
+
+def test_randomised_top_down_replaces_one_more_part_each_step():
+    torch.manual_seed(0)
+    trained = VisionTransformer(image_size=8, patch_size=4, d_model=8, depth=3, n_heads=2,
+                                d_ff=16)
+    torch.manual_seed(1)
+    control = VisionTransformer(image_size=8, patch_size=4, d_model=8, depth=3, n_heads=2,
+                                d_ff=16)
+    steps = randomised_top_down(trained, control)
+    assert [name for name, _ in steps] == ["trained", "head", "block 3", "block 2", "block 1",
+                                           "embedding"]
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                     b.state_dict().values()))
+    assert same(steps[0][1], trained) and same(steps[-1][1], control)
+    assert same(steps[1][1].head, control.head) and same(steps[1][1].layers[2], trained.layers[2])
+    assert same(steps[2][1].layers[2], control.layers[2])
+    assert same(steps[2][1].layers[1], trained.layers[1])
+    assert same(steps[4][1].layers[0], control.layers[0])
+    assert torch.equal(steps[4][1].pos_embed, trained.pos_embed)  # the embedding goes last
+    assert steps[0][1] is not trained  # copies: the trained model is left alone
+
+
+def test_randomised_maps_change_but_the_head_does_not_touch_attention():
+    torch.manual_seed(0)
+    trained = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
+                                d_ff=32)
+    torch.manual_seed(1)
+    control = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
+                                d_ff=32)
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    maps = [cls_attention_maps(attention_rollout(m.attention_maps(x)))
+            for _, m in randomised_top_down(trained, control)]
+    assert torch.equal(maps[0], maps[1])  # the classifier head never enters attention
+    assert rank_correlation(maps[-1], maps[0]).mean() < 0.9
+
+
+# ---------------------------------------------------------------- token identity
+def numpy_own_patch_similarity(state, inputs):
+    """The same measure with explicit loops, in NumPy."""
+    total_own, total_other, n_other = 0.0, 0.0, 0
+    for a, b in zip(state[:, 1:], inputs[:, 1:]):
+        a, b = a - a.mean(0), b - b.mean(0)
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        for i in range(len(a)):
+            for j in range(len(b)):
+                if i == j:
+                    total_own += a[i] @ b[j]
+                else:
+                    total_other += a[i] @ b[j]
+                    n_other += 1
+    return total_own / (len(state) * (state.shape[1] - 1)) - total_other / n_other
+
+
+def test_own_patch_similarity():
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(3, 10, 16, generator=g, dtype=torch.float64)
+    z = z0 + 0.5 * torch.randn(3, 10, 16, generator=g, dtype=torch.float64)
+    assert own_patch_similarity(z, z0) == pytest.approx(
+        numpy_own_patch_similarity(z.numpy(), z0.numpy()), abs=1e-12)
+    # tokens equal to their inputs: similarity 1 with their own, about 0 with the others
+    assert own_patch_similarity(z0, z0) > 0.9
+    # tokens shuffled across positions: no token stands for its own patch any more
+    shuffled = torch.cat([z0[:, :1], z0[:, 1:].roll(1, dims=1)], 1)
+    assert abs(own_patch_similarity(shuffled, z0)) < 0.2
+    # the class token is ignored
+    other_cls = z0.clone()
+    other_cls[:, 0] = 100.0
+    assert own_patch_similarity(other_cls, z0) == pytest.approx(own_patch_similarity(z0, z0))
+    with pytest.raises(ValueError, match="of one shape"):
+        own_patch_similarity(z0, z0[:, :5])
+
+
+# ---------------------------------------------------------------- patch explorer
+def test_explorer_rows_match_the_models_attention_maps():
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
+                              d_ff=32)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    attention = model.attention_maps(x)[:, 1]  # (L, H, T, T): the second image
+    rows = explorer_rows(attention, 4)
+    assert len(rows) == 2 * 2 * 17
+    for row in rows:
+        a = attention[row["layer"] - 1, row["head"] - 1, row["query"], 1:]  # (16,) patches
+        expected = 16 * a / a.sum()  # x uniform, by hand
+        assert row["weights"] == pytest.approx(expected.tolist(), abs=0.006)  # 2 decimals
+    cls_row = next(r for r in rows if (r["layer"], r["head"], r["query"]) == (2, 1, 0))
+    cls_map = times_uniform(cls_attention_maps(attention))[1, 0].flatten()
+    assert cls_row["weights"] == pytest.approx(cls_map.tolist(), abs=0.006)
+    with pytest.raises(ValueError, match="with N = 3\\*\\*2"):
+        explorer_rows(attention, 3)
