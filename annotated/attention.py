@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# %% book/01_attention.md, code cell 8 (Masks: which keys a query may see)
+# %% book/01_attention.md, code cell 9 (Masks: which keys a query may see)
 def padding_mask(x: torch.Tensor, pad_idx: int | None = None,
                  max_len: int | None = None) -> torch.Tensor:
     """Boolean (B, S) mask, True at real tokens.
@@ -39,7 +39,7 @@ def causal_mask(size: int, device: torch.device | str | None = None) -> torch.Te
     return torch.ones(size, size, dtype=torch.bool, device=device).tril()
 
 
-# %% book/01_attention.md, code cell 10 (Masks: which keys a query may see)
+# %% book/01_attention.md, code cell 11 (Masks: which keys a query may see)
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None,
                    dim: int = -1) -> torch.Tensor:
     """Softmax over `dim` where False entries of `mask` get weight 0.
@@ -53,7 +53,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None,
     return weights * mask  # zero where masked, incl. rows with no visible key
 
 
-# %% book/01_attention.md, code cell 12 (Scaled dot-product attention)
+# %% book/01_attention.md, code cell 13 (Scaled dot-product attention)
 def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
     if query.dim() < 2 or key.dim() < 2 or value.dim() < 2:
         raise ValueError("attention: query, key and value need at least 2 dims "
@@ -83,7 +83,7 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> torch.Tensor:
     return mask
 
 
-# %% book/01_attention.md, code cell 13 (Scaled dot-product attention)
+# %% book/01_attention.md, code cell 14 (Scaled dot-product attention)
 def scaled_dot_product_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     mask: torch.Tensor | None = None, dropout: nn.Module | None = None,
@@ -101,7 +101,7 @@ def scaled_dot_product_attention(
     return weights @ value, weights  # (..., q_len, d_v), (..., q_len, k_len)
 
 
-# %% book/01_attention.md, code cell 15 (Additive (Bahdanau) attention)
+# %% book/01_attention.md, code cell 16 (Additive (Bahdanau) attention)
 class AdditiveAttention(nn.Module):
     """Bahdanau attention, e_j = vᵀ tanh(W_q q + W_k k_j); the keys are the values."""
 
@@ -135,7 +135,7 @@ class AdditiveAttention(nn.Module):
         return (weights[:, None, :] @ keys).squeeze(1), weights  # (B, d_k), (B, S)
 
 
-# %% book/01_attention.md, code cell 16 (Additive (Bahdanau) attention)
+# %% book/01_attention.md, code cell 17 (Additive (Bahdanau) attention)
 def _check_pair(query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None,
                 who: str) -> None:
     if query.dim() != 2 or keys.dim() != 3 or query.shape[0] != keys.shape[0]:
@@ -149,7 +149,7 @@ def _check_pair(query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | No
                          f"{tuple(mask.shape)}")
 
 
-# %% book/01_attention.md, code cell 18
+# %% book/01_attention.md, code cell 19
 # (Cosine attention (the course's seq2seq decoder))
 def cosine_attention(query: torch.Tensor, keys: torch.Tensor,
                      mask: torch.Tensor | None = None,
@@ -169,7 +169,7 @@ def cosine_attention(query: torch.Tensor, keys: torch.Tensor,
     return (weights[:, None, :] @ keys).squeeze(1), weights
 
 
-# %% book/01_attention.md, code cell 20 (Multi-head attention)
+# %% book/01_attention.md, code cell 21 (Multi-head attention)
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention, batch-first; last weights in `.attn`."""
 
@@ -207,7 +207,7 @@ class MultiHeadAttention(nn.Module):
         return self.W_o(out)
 
 
-# %% book/01_attention.md, code cell 21 (Multi-head attention)
+# %% book/01_attention.md, code cell 22 (Multi-head attention)
 def _check_mha_inputs(d_model: int, *tensors: torch.Tensor) -> None:
     for name, x in zip(("query", "key", "value"), tensors):
         if x.dim() != 3 or x.shape[-1] != d_model:
@@ -220,7 +220,7 @@ def _check_mha_inputs(d_model: int, *tensors: torch.Tensor) -> None:
                          f"{[tuple(t.shape) for t in tensors]}")
 
 
-# %% book/01_attention.md, code cell 23 (Checking against `torch.nn.MultiheadAttention`)
+# %% book/01_attention.md, code cell 24 (Checking against `torch.nn.MultiheadAttention`)
 def copy_from_torch_mha(ours: MultiHeadAttention,
                         ref: nn.MultiheadAttention) -> MultiHeadAttention:
     """Copy the weights of a batch-first `nn.MultiheadAttention` into ours."""
@@ -239,7 +239,7 @@ def copy_from_torch_mha(ours: MultiHeadAttention,
     return ours
 
 
-# %% book/01_attention.md, code cell 33 (How fast is it?)
+# %% book/01_attention.md, code cell 36 (How fast is it?)
 class SDPAMultiHeadAttention(MultiHeadAttention):
     """The same module around PyTorch's fused SDPA: the speed reference for ours."""
 

@@ -484,12 +484,16 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
                     map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with these settings into model (+ optimizer); its state."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+    try:  # weights_only: tensors and plain containers only, never code to run
+        payload = torch.load(path, map_location=map_location, weights_only=True)
         saved = payload["config"]
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
+        if "weights only load failed" in str(err).lower():
+            raise CheckpointError(f"{path} holds more than tensors and plain values "
+                                  "(code could run on loading), so it is refused; "
+                                  "load only checkpoints you trust") from None
         raise CheckpointError(f"{path} is not a readable checkpoint "
                               f"({type(err).__name__}: {err})") from None
     _check_settings(path, saved, settings)

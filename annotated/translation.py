@@ -225,7 +225,7 @@ class Vocab:
         return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
 
 
-# %% book/02_translation.md, code cell 22 (From sentences to tensors)
+# %% book/02_translation.md, code cell 24 (From sentences to tensors)
 class TranslationDataset(Dataset):
     """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""
 
@@ -246,7 +246,7 @@ class TranslationDataset(Dataset):
         return f"TranslationDataset({len(self)} pairs, skipped {self.skipped})"
 
 
-# %% book/02_translation.md, code cell 23 (From sentences to tensors)
+# %% book/02_translation.md, code cell 25 (From sentences to tensors)
 def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
                  max_len: int | None = None, overlong: str = "drop",
                  src_tokenize: Callable[[str], list[str]] = tokenize_de,
@@ -276,7 +276,7 @@ def make_dataset(pairs: Sequence[tuple], src_vocab: Vocab, tgt_vocab: Vocab,
     return TranslationDataset(src, tgt, index, skipped)
 
 
-# %% book/02_translation.md, code cell 25 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 27 (Padding, and how much of it bucketing saves)
 def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
               pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (src, tgt) id lists into LongTensors (B, S), (B, T), padded at the end."""
@@ -293,7 +293,7 @@ def pad_batch(examples: Sequence[tuple[Sequence[int], Sequence[int]]],
     return out[0], out[1]
 
 
-# %% book/02_translation.md, code cell 26 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 28 (Padding, and how much of it bucketing saves)
 class TokenBatchSampler(Sampler[list[int]]):
     """Index batches with B * max(S, T) <= max_tokens, optionally bucketed by length."""
 
@@ -353,7 +353,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         return len(self.batches(self.epoch))
 
 
-# %% book/02_translation.md, code cell 27 (Padding, and how much of it bucketing saves)
+# %% book/02_translation.md, code cell 29 (Padding, and how much of it bucketing saves)
 def make_loader(dataset: TranslationDataset, max_tokens: int, shuffle: bool = True,
                 seed: int = 0, bucket: bool = True,
                 shard: bool | None = None) -> DataLoader:
@@ -374,7 +374,7 @@ def padding_fraction(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     return pads / total
 
 
-# %% book/02_translation.md, code cell 32 (A bundle for the later chapters)
+# %% book/02_translation.md, code cell 34 (A bundle for the later chapters)
 @dataclass
 class TranslationData:
     """Multi30k de->en, ready to batch: raw pairs, vocabularies, datasets per split."""
@@ -407,7 +407,7 @@ def prepare_multi30k(train_size: int | None = None, val_size: int | None = None,
                            pairs["train"], pairs["val"], pairs["test"])
 
 
-# %% book/02_translation.md, code cell 33 (The loss, and perplexity)
+# %% book/02_translation.md, code cell 35 (The loss, and perplexity)
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor,
                   pad_idx: int = PAD_IDX, label_smoothing: float = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -418,11 +418,11 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor,
     log_p = logits.float().log_softmax(dim=-1)  # (B, T, V)
     mask = targets != pad_idx  # (B, T)
     n_tokens = int(mask.sum())
-    nll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[mask]  # (N,)
+    nll = -log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[mask]  # (n_tokens,)
     nll_sum = nll.sum()
     loss = nll_sum
     if label_smoothing > 0:
-        uniform = -log_p.mean(dim=-1)[mask]  # (N,)
+        uniform = -log_p.mean(dim=-1)[mask]  # (n_tokens,)
         loss = (1 - label_smoothing) * nll_sum + label_smoothing * uniform.sum()
     return loss / max(n_tokens, 1), nll_sum.detach(), n_tokens
 
@@ -437,7 +437,7 @@ def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(mean) if mean < 709.0 else math.inf
 
 
-# %% book/02_translation.md, code cell 36 (One training step, written out)
+# %% book/02_translation.md, code cell 38 (One training step, written out)
 def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                          label_smoothing: float = 0.0,
                          pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, float, int]:
@@ -449,7 +449,7 @@ def teacher_forcing_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tens
     return loss, float(nll_sum), n
 
 
-# %% book/02_translation.md, code cell 37 (One training step, written out)
+# %% book/02_translation.md, code cell 39 (One training step, written out)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None,
              pad_idx: int = PAD_IDX) -> dict:
@@ -467,7 +467,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, max_steps: int | None = None
             "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 38 (Free-running perplexity)
+# %% book/02_translation.md, code cell 40 (Free-running perplexity)
 @torch.no_grad()
 def free_running_perplexity(model: nn.Module, loader: Iterable, *,
                             max_steps: int | None = None,
@@ -497,7 +497,7 @@ def free_running_perplexity(model: nn.Module, loader: Iterable, *,
             "tokens": tokens}
 
 
-# %% book/02_translation.md, code cell 39 (The loss curves)
+# %% book/02_translation.md, code cell 42 (The loss curves)
 def plot_history(history: dict, title: str | None = None):
     """Training and validation loss and perplexity per epoch, the best epoch marked."""
     import matplotlib.pyplot as plt
@@ -527,7 +527,7 @@ def plot_history(history: dict, title: str | None = None):
     return fig
 
 
-# %% book/02_translation.md, code cell 40 (BLEU, two ways)
+# %% book/02_translation.md, code cell 43 (BLEU, two ways)
 def sacrebleu_corpus(hypotheses: Sequence[str],
                      references: Sequence[str]) -> tuple[float, str]:
     """Case-insensitive sacreBLEU, detokenised vs raw references: (score, signature)."""
@@ -543,7 +543,7 @@ def sacrebleu_corpus(hypotheses: Sequence[str],
     return score.score, str(bleu.get_signature())
 
 
-# %% book/02_translation.md, code cell 41 (BLEU, two ways)
+# %% book/02_translation.md, code cell 44 (BLEU, two ways)
 def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]],
                    ref_tokens: Sequence[Sequence[str]]) -> float:
     """The tutorials' 'tokenised BLEU': corpus BLEU of given tokens, no smoothing."""
@@ -562,7 +562,7 @@ def tokenized_bleu(hyp_tokens: Sequence[Sequence[str]],
     return bleu.corpus_score(hyps, [[" ".join(t) for t in ref_tokens]]).score
 
 
-# %% book/02_translation.md, code cell 42 (BLEU, two ways)
+# %% book/02_translation.md, code cell 46 (BLEU, two ways)
 def bleu_report(hyp_tokens: Sequence[Sequence[str]],
                 pairs: Sequence[tuple[str, str]]) -> dict:
     """Both BLEUs of token-list hypotheses vs the raw English references of `pairs`."""
@@ -574,7 +574,7 @@ def bleu_report(hyp_tokens: Sequence[Sequence[str]],
             "tokenized_bleu": tokenized_bleu(hyp_tokens, ref_tokens)}
 
 
-# %% book/02_translation.md, code cell 43 (BLEU, two ways)
+# %% book/02_translation.md, code cell 47 (BLEU, two ways)
 Decode = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 
 
@@ -600,7 +600,7 @@ def translate(model: nn.Module, dataset: TranslationDataset, tgt_vocab: Vocab, *
     return hypotheses
 
 
-# %% book/02_translation.md, code cell 45 (The loop at work: a baseline)
+# %% book/02_translation.md, code cell 49 (The loop at work: a baseline)
 class BagOfWordsTranslator(nn.Module):
     """Baseline: the next word from the previous one and the mean source embedding."""
 

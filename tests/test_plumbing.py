@@ -254,6 +254,41 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+
+_loaded: list[str] = []
+
+
+def _run_on_load(note: str) -> None:
+    _loaded.append(note)
+
+
+class _RunsCodeOnLoad:
+    """Unpickling this calls _run_on_load: what a malicious checkpoint could do."""
+
+    def __reduce__(self):
+        return (_run_on_load, ("code ran",))
+
+
+def test_checkpoints_load_weights_only_and_refuse_a_payload_with_code(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k) or real_load(*a, **k))
+    rng = torch.get_rng_state()
+    path = P.save_checkpoint(tmp_path / "m.pt", net, {"d": 3}, epoch=5,
+                             rng=[{"torch": rng, "cuda": None}],
+                             history={"epoch": [1, 2], "val_loss": [2.5, float("nan")]})
+    state = P.load_checkpoint(path, torch.nn.Linear(3, 2), {"d": 3})
+    assert state["history"]["epoch"] == [1, 2] and torch.equal(state["rng"][0]["torch"], rng)
+    assert seen and all(k.get("weights_only") is True for k in seen)
+    torch.save({"config": {"d": 3}, "model": net.state_dict(), "state": {"x": _RunsCodeOnLoad()},
+                "optimizer": None}, tmp_path / "evil.pt")
+    with pytest.raises(P.CheckpointError, match=r"evil.pt holds more than tensors and plain"):
+        P.load_checkpoint(tmp_path / "evil.pt", torch.nn.Linear(3, 2), {"d": 3})
+    assert _loaded == []  # refused before anything ran
+    assert real_load(tmp_path / "evil.pt", weights_only=False) and _loaded == ["code ran"]
+
 # --- compact (8-bit) weights ------------------------------------------------------------
 
 def _mlp() -> torch.nn.Module:

@@ -177,3 +177,169 @@ def test_every_results_name_the_code_writes_belongs_to_a_chapter():
     names = {m.group(1) for path in sources for m in pattern.finditer(path.read_text())}
     assert {"01_attention_benchmark", "06_vit_benchmark", "05_transformer_recipe"} <= names
     assert {n: rp.owner_chapter(n, chapters) for n in names if rp.owner_chapter(n, chapters) is None} == {}
+
+
+def ledger(chapter: str, profile: str, *claims: tuple[str, bool, str, str]) -> dict:
+    return {"chapter": chapter, "profile": profile, "commit": "abc123def456",
+            "date": "2026-11-23T19:00:00+00:00",
+            "claims": [{"claim": c, "holds": h, "evidence": e, "source": s, "enforced": True}
+                       for c, h, e, s in claims]}
+
+
+@pytest.fixture
+def claims_book(book: Path) -> Path:
+    folder = book / "results" / "claims"
+    folder.mkdir()
+    (folder / "03_seq2seq.cpu.json").write_text(json.dumps(ledger(
+        "03_seq2seq", "cpu",
+        ("the LSTM beats the RNN", True, "LSTM 22.9 > RNN 15.1 BLEU", "this run"),
+        ("attention helps most on long sentences", False, "gain 1.2 < 3.4 BLEU", "this run"))))
+    (folder / "03_seq2seq.full.json").write_text(json.dumps(ledger(
+        "03_seq2seq", "full",
+        ("the LSTM beats the RNN", True, "LSTM 36.8 > RNN 15.1 BLEU",
+         "results/03_seq2seq.full.json"))))
+    (folder / "03_seq2seq.smoke.json").write_text(json.dumps(ledger(
+        "03_seq2seq", "smoke", ("a smoke-only claim", False, "x 1 < 2", "this run"))))
+    (folder / "06_vit.cpu.json").write_text('{"chapter": "06_vit", "claims": [')  # truncated
+    (folder / "06_vit.full.json").write_text(json.dumps(
+        {"chapter": "06_vit", "profile": "full", "claims": [{"claim": "no verdict"}]}))
+    return book
+
+
+def test_claims_files_are_not_results_files(claims_book: Path):
+    """results/claims/*.json is the ledger: neither a results record nor a broken results file."""
+    loaded = rp.load_results(claims_book / "results", rp.known_chapters(claims_book))
+    names = {r["_file"] for r in loaded.records} | dict(loaded.problems).keys()
+    assert not any(n.startswith("claims") for n in names)
+    assert "03_seq2seq.cpu.json" in {r["_file"] for r in loaded.records}
+
+
+def test_claims_ledger_loads_and_reports_broken_ledgers_by_name(claims_book: Path):
+    ledgers = rp.load_claims(claims_book / "results", rp.known_chapters(claims_book))
+    assert sorted(r["_file"] for r in ledgers.ledgers) == [
+        "claims/03_seq2seq.cpu.json", "claims/03_seq2seq.full.json", "claims/03_seq2seq.smoke.json"]
+    problems = dict(ledgers.problems)
+    assert set(problems) == {"claims/06_vit.cpu.json", "claims/06_vit.full.json"}
+    assert "not valid JSON" in problems["claims/06_vit.cpu.json"]
+    assert "claim #1" in problems["claims/06_vit.full.json"]
+    assert "holds" in problems["claims/06_vit.full.json"]
+    page = rp.render(claims_book)
+    assert "`claims/06_vit.cpu.json`: not valid JSON" in page
+    assert "`claims/06_vit.full.json`: claim #1" in page
+    assert rp.main(["--check"], root=claims_book) == 1
+
+
+@pytest.mark.parametrize("record, why", [
+    ([1, 2], "holds a list"),
+    ({"chapter": "03_seq2seq", "profile": "cpu"}, "lacks the key(s) claims"),
+    ({"chapter": "99_unknown", "profile": "cpu", "claims": []}, "'99_unknown'"),
+    ({"chapter": "03_seq2seq", "profile": "gpu", "claims": []}, "unknown profile 'gpu'"),
+    ({"chapter": "06_vit", "profile": "cpu", "claims": []}, "should be named 06_vit.cpu.json"),
+    ({"chapter": "03_seq2seq", "profile": "cpu", "claims": {"a": 1}}, "not a list"),
+    ({"chapter": "03_seq2seq", "profile": "cpu",
+      "claims": [{"claim": "c", "holds": "yes", "evidence": "e", "source": "s"}]}, "holds"),
+])
+def test_each_malformed_ledger_gets_its_own_reason(book: Path, record, why):
+    folder = book / "results" / "claims"
+    folder.mkdir()
+    (folder / "03_seq2seq.cpu.json").write_text(json.dumps(record))
+    ledgers = rp.load_claims(book / "results", rp.known_chapters(book))
+    assert ledgers.ledgers == []
+    [(name, problem)] = ledgers.problems
+    assert name == "claims/03_seq2seq.cpu.json" and why in problem, problem
+
+
+def test_claims_ledger_lists_every_claim_with_verdict_evidence_and_source(claims_book: Path):
+    chapters = rp.known_chapters(claims_book)
+    text = rp.claims_markdown(rp.load_claims(claims_book / "results", chapters), chapters)
+    assert "**03_seq2seq**: 1 of 2 claims hold in every recorded profile" in text
+    beats = text.index("- the LSTM beats the RNN")
+    helps = text.index("- attention helps most on long sentences")
+    block = text[beats:helps]
+    assert "`cpu`: ✓ holds in this run: LSTM 22.9 > RNN 15.1 BLEU" in block
+    assert "`full`: ✓ holds in results/03_seq2seq.full.json: LSTM 36.8 > RNN 15.1 BLEU" in block
+    assert "`cpu`: ✗ does not hold (built with ANNOTATED_CLAIMS=warn) in this run: gain 1.2" \
+        in text[helps:]
+    assert "smoke-only claim" not in text  # the chapter ran in cpu and full
+
+
+def test_claims_of_a_chapter_with_only_a_smoke_run_are_shown_as_not_enforced(book: Path):
+    folder = book / "results" / "claims"
+    folder.mkdir()
+    (folder / "06_vit.smoke.json").write_text(json.dumps(ledger(
+        "06_vit", "smoke", ("the ViT beats chance", False, "acc 0.05 < 0.1", "this run"))))
+    chapters = rp.known_chapters(book)
+    text = rp.claims_markdown(rp.load_claims(book / "results", chapters), chapters)
+    assert "`smoke`: · does not hold (smoke: reported, not enforced)" in text
+    assert "No claims ledger" in rp.claims_markdown(rp.Ledger(), chapters)
+
+
+def test_the_page_opens_with_headlines_then_claims_with_the_details_folded(claims_book: Path):
+    (claims_book / "results" / "03_seq2seq.cpu.json").write_text(json.dumps(record(
+        "03_seq2seq", "cpu", rnn={"sacreBLEU": 5.37}, lstm_attn={"test_bleu": 18.43})))
+    page = rp.render(claims_book)
+    head = page.index("| chapter | measure | `cpu` run | `full` run | quoted from another source |")
+    assert "| 03_seq2seq | RNN: test sacreBLEU | 5.4 | – | – |" in page[head:]
+    claims = page.index("**03_seq2seq**: 1 of 2 claims")
+    details = page.index("::::{dropdown} 03_seq2seq: every recorded metric")
+    assert page.index(":::{warning}") < head < claims < details
+    assert page.index("Profile `full`") > details  # the JSON dump sits inside the dropdown
+    assert page.rstrip().endswith("::::")
+
+
+def test_headline_numbers_are_read_from_the_files_beside_their_anchors(tmp_path: Path):
+    (tmp_path / "_toc.yml").write_text(TOC)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "03_seq2seq.cpu.json").write_text(json.dumps(record(
+        "03_seq2seq", "cpu", rnn={"sacreBLEU": 5.37, "val_ppl_TF": 41.05},
+        **{"lstm+attn": {"tokenised_BLEU": 25.17}})))
+    (results / "03_seq2seq.full.json").write_text(json.dumps(record(
+        "03_seq2seq", "full", rnn={"sacreBLEU": 15.13, "val_ppl_TF": 14.62})))
+    (results / "06_vit.cpu.json").write_text(json.dumps(record("06_vit", "cpu",
+                                                               vit={"accuracy": 0.6199})))
+    chapters = rp.known_chapters(tmp_path)
+    loaded = rp.load_results(results, chapters)
+    table = rp.headline_markdown(loaded, chapters)
+    assert "| 03_seq2seq | RNN: test sacreBLEU | 5.4 | 15.1 | – |" in table
+    assert "| 03_seq2seq | RNN: validation perplexity | 41.0 | 14.6 | 77.5 (course write-up A) |" \
+        in table  # 41.05 rounds half to even
+    assert "| 03_seq2seq | LSTM + attention: test BLEU on tokens | 25.2 | – | " \
+           "28.1 (bentrevett/pytorch-seq2seq) |" in table
+    assert "| 06_vit | ViT: CIFAR-10 test accuracy | 62.0 % | – | 91.0 % (omihub777" in table
+    assert "LSTM: test sacreBLEU" not in table  # not recorded: no row, no invented number
+    frame = rp.headline_frame(loaded, chapters)
+    bars = {(row["measure"], row["by"]): row["value"] for row in frame}
+    assert bars[("03 · RNN: test sacreBLEU", "this book, cpu run")] == pytest.approx(5.37)
+    assert bars[("03 · RNN: test sacreBLEU", "this book, full run")] == pytest.approx(15.13)
+    assert bars[("06 · ViT: CIFAR-10 test accuracy", "this book, cpu run")] == pytest.approx(61.99)
+    assert bars[("03 · LSTM + attention: test BLEU on tokens",
+                 "quoted: bentrevett/pytorch-seq2seq")] == 28.11
+    assert not any("perplexity" in measure for measure, _ in bars)  # another scale: table only
+    spec = rp.headline_chart(loaded, chapters).to_dict()
+    assert len(spec["datasets"][next(iter(spec["datasets"]))]) == len(frame)
+    assert rp.headline_chart(rp.Loaded(), chapters) is None
+    assert "No headline numbers" in rp.headline_markdown(rp.Loaded(), chapters)
+
+
+def test_every_headline_reads_a_recorded_number_and_names_real_anchors():
+    """Each headline's path exists in the committed results (cpu), and its anchors exist."""
+    chapters = rp.known_chapters(ROOT)
+    loaded = rp.load_results(ROOT / "results", chapters)
+    recorded = {r["chapter"] for r in loaded.records if r["profile"] == "cpu"}
+    for h in rp.HEADLINES:
+        assert rp.owner_chapter(h.results, chapters), h
+        assert len(rp.headline_anchors(h)) >= len(h.anchors), h  # every (model, metric) matches
+        if h.results in recorded:
+            assert rp.headline_value(loaded, h, "cpu") is not None, h
+
+
+def test_full_is_not_called_a_gpu_run_the_device_is_read_from_the_files(book: Path):
+    loaded = rp.load_results(book / "results", rp.known_chapters(book))
+    text = rp.full_runs_markdown(loaded)
+    assert "`03_seq2seq` on cpu (x86_64, 2 threads)" in text
+    assert "GPU" not in text
+    assert "No `full` run" in rp.full_runs_markdown(rp.Loaded())
+    page = (ROOT / "book" / "results.md").read_text()
+    assert "GPU run" not in page and "no number is typed by hand" not in page.lower()
+    assert "quoted" in page and "ANCHORS" in page

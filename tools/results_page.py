@@ -1,16 +1,23 @@
-"""Build the tables of the book's results page (`book/results.md`) from `results/*.json`.
+"""Build the book's results page (`book/results.md`) from `results/`.
 
-Every measured number on the page comes from a JSON file written by
+The page opens with the headline numbers of each chapter beside the figures
+quoted from other sources (a table and a chart), then the claims ledger (every
+claim a chapter checked with ``annotated.plumbing.check_claim``, its verdict and
+evidence, per recorded profile), then the detail tables, folded.
+
+Every measured number comes from a JSON file written by
 ``annotated.plumbing.save_results`` (keys: chapter, profile, commit, device, date,
-wall_time_s, torch, python, settings, metrics). The only numbers typed here are
-the published anchors and the course write-ups' figures, each with its source.
-A file that is not valid JSON, lacks a key, or names a chapter that is not in
-``_toc.yml`` is reported by name on the page (and by ``--check``), never skipped.
+wall_time_s, torch, python, settings, metrics); every verdict from a claims ledger
+``results/claims/<chapter>.<profile>.json`` (keys: chapter, profile, commit, date,
+claims). The only numbers typed here are the anchors (``ANCHORS``): figures quoted
+from course write-ups and published tutorials, each with its source. A file that
+is not valid JSON, lacks a key, or names a chapter that is not in ``_toc.yml`` is
+reported by name on the page (and by ``--check``), never skipped.
 
 Usage::
 
-    python tools/results_page.py            # print the page's tables as Markdown
-    python tools/results_page.py --check    # exit 1 if a results file is malformed or unknown
+    python tools/results_page.py            # print the page as Markdown
+    python tools/results_page.py --check    # exit 1 if a results or claims file is broken
 """
 
 from __future__ import annotations
@@ -158,6 +165,63 @@ def load_results(results_dir: Path, chapters: list[str]) -> Loaded:
     return out
 
 
+CLAIM_KEYS = {"claim": str, "holds": bool, "evidence": str, "source": str}
+
+
+@dataclass
+class Ledger:
+    """The claims ledgers: one per (chapter, profile), and every broken file by name."""
+
+    ledgers: list[dict] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # ("claims/<file>", why)
+
+
+def _ledger_problem(record: object, name: str, chapters: list[str]) -> str | None:
+    """What is wrong with one claims ledger, or None."""
+    if not isinstance(record, dict):
+        return f"holds a {type(record).__name__}, not a claims ledger"
+    missing = [k for k in ("chapter", "profile", "claims") if k not in record]
+    if missing:
+        return f"lacks the key(s) {', '.join(missing)}"
+    chapter = record["chapter"]
+    if not isinstance(chapter, str) or owner_chapter(chapter, chapters) is None:
+        return f"names the chapter {chapter!r}, which is not in _toc.yml"
+    if record["profile"] not in PROFILES:
+        return f"names the unknown profile {record['profile']!r}"
+    if name != f"{chapter}.{record['profile']}.json":
+        return f"holds {chapter}/{record['profile']} but should be named " \
+               f"{chapter}.{record['profile']}.json"
+    if not isinstance(record["claims"], list):
+        return "its 'claims' is not a list"
+    for i, entry in enumerate(record["claims"]):
+        wrong = [k for k, kind in CLAIM_KEYS.items()
+                 if not isinstance(entry, dict) or not isinstance(entry.get(k), kind)]
+        if wrong:
+            return f"claim #{i + 1} lacks (or mistypes) {', '.join(wrong)}"
+    return None
+
+
+def load_claims(results_dir: Path, chapters: list[str]) -> Ledger:
+    """Read every results/claims/*.json; the good ledgers and, by file name, the broken."""
+    out = Ledger()
+    folder = results_dir / "claims"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        name = f"claims/{path.name}"
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            out.problems.append((name, f"not valid JSON ({err})"))
+            continue
+        why = _ledger_problem(record, path.name, chapters)
+        if why is not None:
+            out.problems.append((name, why))
+            continue
+        record["_file"] = name
+        record["_parent"] = owner_chapter(record["chapter"], chapters)
+        out.ledgers.append(record)
+    return out
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -195,10 +259,12 @@ def _order(record: dict) -> tuple:
     return (record["chapter"], PROFILES.index(record["profile"]))
 
 
-def problems_markdown(loaded: Loaded) -> str:
-    if not loaded.problems:
+def problems_markdown(loaded: Loaded, ledger: Ledger | None = None) -> str:
+    """A warning naming every results or claims file that was not used, and why."""
+    problems = loaded.problems + (ledger.problems if ledger is not None else [])
+    if not problems:
         return "All results files are well-formed and belong to chapters of this book."
-    items = "\n".join(f"- `{name}`: {why}" for name, why in loaded.problems)
+    items = "\n".join(f"- `{name}`: {why}" for name, why in problems)
     return (":::{warning}\nThese results files were **not** used, because they are broken:\n\n"
             f"{items}\n:::")
 
@@ -350,37 +416,262 @@ def chapter_anchors_markdown(chapter: str) -> str:
     return anchors_markdown(topic) if topic is not None else ""
 
 
+@dataclass(frozen=True)
+class Headline:
+    """One number a reader looks for first: where it is in a results file, and its anchors."""
+
+    results: str  # the results name (file results/<results>.<profile>.json)
+    label: str
+    path: tuple[str, ...]  # keys into the record's metrics
+    unit: str  # "BLEU", "%", "perplexity", "×", ...
+    scale: float = 1.0  # multiply the recorded value (a fraction) for display, e.g. 100
+    anchors: tuple[tuple[str, str], ...] = ()  # (model, metric) of the ANCHORS beside it
+
+
+TF_PPL = "validation perplexity"
+HEADLINES: tuple[Headline, ...] = (
+    Headline("01_attention_benchmark", "our multi-head attention, time / nn.MultiheadAttention",
+             ("ratio_ours_vs_nn_multiheadattention",), "×"),
+    Headline("02_translation", "bag-of-words baseline: test sacreBLEU",
+             ("baseline_test_sacrebleu",), "BLEU"),
+    Headline("02_translation", "bag-of-words baseline: test perplexity (teacher-forced)",
+             ("baseline_test_ppl_teacher_forced",), "perplexity"),
+    *(Headline("03_seq2seq", f"{name}: test sacreBLEU", (key, "sacreBLEU"), "BLEU")
+      for key, name in (("rnn", "RNN"), ("rnn+attn", "RNN + attention"), ("lstm", "LSTM"),
+                        ("lstm+attn", "LSTM + attention"))),
+    Headline("03_seq2seq", "LSTM + attention: test BLEU on tokens",
+             ("lstm+attn", "tokenised_BLEU"), "BLEU",
+             anchors=(("GRU encoder-decoder + additive attention (tutorial 4)", "test BLEU"),)),
+    *(Headline("03_seq2seq", f"{name}: validation perplexity", (key, "val_ppl_TF"), "perplexity",
+               anchors=((name, TF_PPL),))
+      for key, name in (("rnn", "RNN"), ("rnn+attn", "RNN + attention"), ("lstm", "LSTM"),
+                        ("lstm+attn", "LSTM + attention"))),
+    Headline("04_bptt", "hand-derived BPTT gradient: largest error vs autograd",
+             ("max_abs_error_vs_autograd",), ""),
+    Headline("05_transformer", "Transformer: test sacreBLEU (beam 5)",
+             ("bleu", "Transformer (beam 5)", "sacrebleu"), "BLEU"),
+    Headline("05_transformer", "Transformer: test BLEU on tokens (beam 5)",
+             ("bleu", "Transformer (beam 5)", "tokenized_bleu"), "BLEU",
+             anchors=(("3-layer transformer (tutorial 6)", "test BLEU"),)),
+    Headline("05_transformer", "Transformer: validation perplexity",
+             ("perplexity", "Transformer", "val_tf"), "perplexity",
+             anchors=(("full encoder-decoder transformer (course default)", TF_PPL),)),
+    Headline("05_transformer", "Transformer: test perplexity",
+             ("perplexity", "Transformer", "test_tf"), "perplexity",
+             anchors=(("3-layer transformer (tutorial 6)", "test perplexity"),)),
+    Headline("05_transformer", "encoder-only: test sacreBLEU (greedy)",
+             ("bleu", "encoder-only", "sacrebleu"), "BLEU"),
+    Headline("05_transformer", "encoder-only: validation perplexity",
+             ("perplexity", "encoder-only", "val_tf"), "perplexity",
+             anchors=(("encoder-only transformer (course default)", TF_PPL),)),
+    Headline("06_vit", "ViT: CIFAR-10 test accuracy", ("vit", "accuracy"), "%", 100,
+             anchors=(("small ViT trained from scratch (6.3 M parameters, 200 epochs, "
+                       "AutoAugment)", "test accuracy"),)),
+    Headline("06_vit", "CNN: CIFAR-10 test accuracy", ("cnn", "accuracy"), "%", 100),
+    Headline("06_vit", "ViT in the seed report's setting: accuracy",
+             ("seed_report_setting_accuracy",), "%", 100,
+             anchors=(("ViT on 600 training images, 6 epochs", "validation accuracy"),)),
+)
+HEADLINE_PROFILES = ("cpu", "full")  # smoke numbers mean nothing: never a headline
+
+
+def headline_value(loaded: Loaded, headline: Headline, profile: str) -> float | None:
+    """The recorded number of one headline in one profile (None when not recorded)."""
+    for record in loaded.records:
+        if record["chapter"] == headline.results and record["profile"] == profile:
+            value = record["metrics"]
+            for key in headline.path:
+                value = value.get(key) if isinstance(value, dict) else None
+            return float(value) * headline.scale if _is_number(value) else None
+    return None
+
+
+def headline_anchors(headline: Headline) -> list[Anchor]:
+    return [a for a in ANCHORS if (a.model, a.metric) in headline.anchors]
+
+
+def _short_source(anchor: Anchor) -> str:
+    """The anchor's source in a few words (the full citation is in the list below)."""
+    if anchor.source.startswith("course write-up"):
+        return anchor.source.split(" (")[0]
+    return anchor.source.split(",")[0].split(" (")[0].split(";")[0]
+
+
+def _with_unit(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value:.1f} %"
+    if unit == "×":
+        return f"{value:.2f}×"
+    if unit == "":
+        return f"{value:.1e}"
+    return f"{value:.1f}"
+
+
+def headline_rows(loaded: Loaded, chapters: list[str]) -> list[dict]:
+    """One row per headline with a recorded number: chapter, measure, cpu, full, anchors."""
+    rows = []
+    for h in HEADLINES:
+        values = {p: headline_value(loaded, h, p) for p in HEADLINE_PROFILES}
+        if all(v is None for v in values.values()):
+            continue
+        rows.append({"chapter": owner_chapter(h.results, chapters) or h.results,
+                     "headline": h, **values, "anchors": headline_anchors(h)})
+    return rows
+
+
+def headline_markdown(loaded: Loaded, chapters: list[str]) -> str:
+    """The page's first table: our numbers per profile beside the quoted figures."""
+    rows = headline_rows(loaded, chapters)
+    if not rows:
+        return "No headline numbers have been recorded yet (no `cpu` or `full` results)."
+    table = []
+    for row in rows:
+        h = row["headline"]
+        ours = ["–" if row[p] is None else _with_unit(row[p], h.unit) for p in HEADLINE_PROFILES]
+        quoted = "; ".join(f"{_with_unit(a.value, h.unit)} ({_short_source(a)})"
+                           for a in row["anchors"]) or "–"
+        table.append([row["chapter"], h.label, *ours, quoted])
+    header = ["chapter", "measure", *(f"`{p}` run" for p in HEADLINE_PROFILES),
+              "quoted from another source"]
+    return _table(header, table)
+
+
+def headline_frame(loaded: Loaded, chapters: list[str]) -> list[dict]:
+    """The chart's data: BLEU and accuracy headlines, one row per (measure, who measured)."""
+    data = []
+    for row in headline_rows(loaded, chapters):
+        h = row["headline"]
+        if h.unit not in ("BLEU", "%"):
+            continue
+        measure = f"{row['chapter'][:2]} · {h.label}"
+        for p in HEADLINE_PROFILES:
+            if row[p] is not None:
+                data.append({"measure": measure, "value": row[p], "unit": h.unit,
+                             "by": f"this book, {p} run"})
+        for a in row["anchors"]:
+            data.append({"measure": measure, "value": a.value, "unit": h.unit,
+                         "by": f"quoted: {_short_source(a)}"})
+    return data
+
+
+def headline_chart(loaded: Loaded, chapters: list[str]):
+    """An altair bar chart of headline_frame: ours (per profile) beside the quoted figures."""
+    import altair as alt
+    import pandas as pd
+
+    frame = pd.DataFrame(headline_frame(loaded, chapters))
+    if frame.empty:
+        return None
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("value:Q", title="BLEU, or accuracy (%)"),
+        y=alt.Y("measure:N", sort=None, title=None, axis=alt.Axis(labelLimit=360)),
+        yOffset=alt.YOffset("by:N"),
+        color=alt.Color("by:N", title=None, legend=alt.Legend(orient="bottom", columns=2)),
+        tooltip=["measure", "by", alt.Tooltip("value:Q", format=".1f"), "unit"],
+    ).properties(width=360, title="Headline scores: this book beside quoted figures")
+
+
+def full_runs_markdown(loaded: Loaded) -> str:
+    """What `full` means here, and on which device each recorded full run ran (from the files)."""
+    runs = sorted((r for r in loaded.records if r["profile"] == "full"), key=_order)
+    text = ("A `full` run uses the full data sets and training schedules; it is not a claim "
+            "about hardware.")
+    if not runs:
+        return text + " No `full` run has been recorded yet."
+    where = "; ".join(f"`{r['chapter']}` on {fmt(r['device'])}" for r in runs)
+    return text + f" The recorded `full` runs ran on: {where}."
+
+
+VERDICTS = {True: "✓ holds", False: "✗ does not hold"}
+
+
+def _verdict(entry: dict, profile: str) -> str:
+    if entry["holds"]:
+        return VERDICTS[True]
+    if profile == "smoke":
+        return "· does not hold (smoke: reported, not enforced)"
+    return VERDICTS[False] + " (built with ANNOTATED_CLAIMS=warn)"
+
+
+def claims_markdown(ledger: Ledger, chapters: list[str]) -> str:
+    """Every checked claim, by chapter: its verdict, evidence and source in each profile."""
+    if not ledger.ledgers:
+        return ("No claims ledger has been recorded yet (a chapter that calls `check_claim` "
+                "writes `results/claims/<chapter>.<profile>.json`).")
+    larger = {r["chapter"] for r in ledger.ledgers if r["profile"] != "smoke"}
+    shown = [r for r in ledger.ledgers if r["profile"] != "smoke" or r["chapter"] not in larger]
+    blocks = []
+    for chapter in chapters:
+        mine = sorted((r for r in shown if r["_parent"] == chapter),
+                      key=lambda r: (r["chapter"], PROFILES.index(r["profile"])))
+        claims: dict[str, list[tuple[str, dict]]] = {}
+        for record in mine:
+            for entry in record["claims"]:
+                claims.setdefault(entry["claim"], []).append((record["profile"], entry))
+        if not claims:
+            continue
+        held = sum(all(e["holds"] for _, e in seen) for seen in claims.values())
+        files = ", ".join(f"`{r['_file']}`" for r in mine)
+        items = [f"**{chapter}**: {held} of {len(claims)} claims hold in every recorded profile "
+                 f"(ledgers: {files})", ""]
+        for claim, seen in claims.items():
+            items.append(f"- {fmt(claim)}")
+            items += [f"  - `{p}`: {_verdict(e, p)} in {fmt(e['source'])}: {fmt(e['evidence'])}"
+                      for p, e in seen]
+        blocks.append("\n".join(items))
+    return "\n\n".join(blocks)
+
+
 def page_chapters(loaded: Loaded, chapters: list[str]) -> list[str]:
     """Chapters with results or anchors, in book order."""
     with_results = {r.get("_parent", r["chapter"]) for r in loaded.records}
     return [c for c in chapters if c in with_results or topic_of(c) is not None]
 
 
-def render(root: Path = ROOT, results_dir: Path | None = None) -> str:
-    """The whole results section as one Markdown string (used by --print and the tests)."""
-    chapters = known_chapters(root)
-    loaded = load_results(results_dir or root / "results", chapters)
-    parts = [problems_markdown(loaded), provenance_markdown(loaded)]
+def folded(title: str, body: str) -> str:
+    """A dropdown (sphinx-design) that shows `title` and folds `body` away."""
+    return f"::::{{dropdown}} {title}\n\n{body}\n\n::::"
+
+
+def details_markdown(loaded: Loaded, chapters: list[str]) -> list[str]:
+    """Each chapter's recorded metrics and its anchors, folded in a dropdown."""
+    blocks = []
     for chapter in page_chapters(loaded, chapters):
-        parts.append(f"**{chapter}**\n\n" + chapter_markdown(loaded, chapter))
+        body = chapter_markdown(loaded, chapter)
         anchors = chapter_anchors_markdown(chapter)
         if anchors:
-            parts.append(anchors)
+            body += "\n\nFigures quoted from other sources:\n\n" + anchors
+        blocks.append(folded(f"{chapter}: every recorded metric", body))
+    return blocks
+
+
+def render(root: Path = ROOT, results_dir: Path | None = None) -> str:
+    """The whole page body as one Markdown string (used by the CLI and the tests)."""
+    chapters = known_chapters(root)
+    folder = results_dir or root / "results"
+    loaded, ledger = load_results(folder, chapters), load_claims(folder, chapters)
+    parts = [problems_markdown(loaded, ledger), headline_markdown(loaded, chapters),
+             full_runs_markdown(loaded), claims_markdown(ledger, chapters),
+             provenance_markdown(loaded), *details_markdown(loaded, chapters)]
     return "\n\n".join(parts) + "\n"
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if a results file is broken")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a results or claims file is broken")
     parser.add_argument("--results", type=Path, default=None, help="results folder (default: results/)")
     args = parser.parse_args(argv)
     results_dir = args.results or root / "results"
     if args.check:
-        loaded = load_results(results_dir, known_chapters(root))
-        for name, why in loaded.problems:
+        chapters = known_chapters(root)
+        loaded, ledger = load_results(results_dir, chapters), load_claims(results_dir, chapters)
+        problems = loaded.problems + ledger.problems
+        for name, why in problems:
             print(f"{results_dir / name}: {why}", file=sys.stderr)
-        print(f"{len(loaded.records)} results files OK, {len(loaded.problems)} broken")
-        return 1 if loaded.problems else 0
+        print(f"{len(loaded.records)} results files and {len(ledger.ledgers)} claims ledgers OK, "
+              f"{len(problems)} broken")
+        return 1 if problems else 0
     print(render(root, results_dir))
     return 0
 
