@@ -18,6 +18,9 @@ Modules and the chapters they come from:
 import importlib
 
 __version__ = "0.1.0"
+# _config.yml: where the book lives, and the branch its Colab links open
+__repository__ = "https://github.com/annotated-attention/annotated-attention-book"
+__branch__ = "main"
 __all__ = [
     'attention',
     'translation',
