@@ -13,6 +13,9 @@ Modules and the chapters they come from:
     vit_analysis     book/07_vit_inside.md
     training         book/appendix_training.md
     plumbing         book/appendix_plumbing.md
+
+An installed package has no book/ folder: the chapters are online at
+    https://github.com/annotated-attention/annotated-attention-book/tree/main/book
 """
 
 import importlib

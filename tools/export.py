@@ -178,6 +178,8 @@ def render_init(modules: list[Module], version: str,
         BANNER.format(source="book/*.md")
         + '"""The annotated attention book as a package.\n\nModules and the chapters they come from:\n\n'
         + listing
+        + (f"\nAn installed package has no book/ folder: the chapters are online at\n"
+           f"    {repository[0]}/tree/{repository[1]}/book\n" if repository[0] else "")
         + '"""\n\n'
         + "import importlib\n\n"
         + f'__version__ = "{version}"\n'
@@ -221,8 +223,8 @@ def build(root: Path = ROOT) -> dict[str, str]:
             raise ExportError(f"{module.source}: '__init__' is generated, not exported to")
         owner[module.name] = module.source
         modules.append(module)
-    files = {f"{m.name}.py": render_module(m) for m in modules}
     repository = colab_twins.repository(root) if (root / "_config.yml").exists() else ("", "main")
+    files = {f"{m.name}.py": render_module(m) for m in modules}
     files["__init__.py"] = render_init(modules, read_version(root), repository)
     return files
 
