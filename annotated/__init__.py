@@ -13,11 +13,17 @@ Modules and the chapters they come from:
     vit_analysis     book/07_vit_inside.md
     training         book/appendix_training.md
     plumbing         book/appendix_plumbing.md
+
+An installed package has no book/ folder: the chapters are online at
+    https://github.com/annotated-attention/annotated-attention-book/tree/main/book
 """
 
 import importlib
 
 __version__ = "0.1.0"
+# _config.yml: where the book lives, and the branch its Colab links open
+__repository__ = "https://github.com/annotated-attention/annotated-attention-book"
+__branch__ = "main"
 __all__ = [
     'attention',
     'translation',

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from collections.abc import Iterator
@@ -26,7 +28,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+import annotated
+
 T = TypeVar("T")
+DIST = "annotated-attention-book"  # the distribution's name (pyproject.toml)
 
 
 # %% book/appendix_plumbing.md, code cell 4 (Profiles: one code path, three sizes)
@@ -52,11 +57,13 @@ def by_profile(smoke: T, cpu: T, full: T, profile: str | None = None) -> T:
 
 
 # %% book/appendix_plumbing.md, code cell 5 (Profiles: one code path, three sizes)
-def setup_notebook(seed: int | None = None) -> str:
-    """Choose the profile if unset (GPU: full, else cpu), set up plots; print it."""
-    if "ANNOTATED_PROFILE" not in os.environ:
-        default = "full" if torch.cuda.is_available() else DEFAULT_PROFILE
-        os.environ["ANNOTATED_PROFILE"] = default
+def setup_notebook(chapter: str | None = None, seed: int | None = None) -> str:
+    """Choose and announce the profile, its run time here, where work goes; plots."""
+    device = get_device()
+    speed = matmul_speed(device)
+    chosen = "ANNOTATED_PROFILE" in os.environ
+    if not chosen:
+        os.environ["ANNOTATED_PROFILE"] = default_profile(chapter, device, speed)
     profile = get_profile()
     import altair as alt
     import matplotlib.pyplot as plt
@@ -65,7 +72,16 @@ def setup_notebook(seed: int | None = None) -> str:
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
     if seed is not None:
         seed_everything(seed)
-    print(f"profile: {profile} | device: {device_name()}")
+    print(f"profile: {profile} | device: {device_name(device)}")
+    for line in run_notice(chapter, profile, device, speed, chosen):
+        print(line)
+    print("to choose another profile (smoke: seconds, cpu, full): run "
+          "%env ANNOTATED_PROFILE=full in a cell (or set it in the shell), then "
+          "run the notebook again from the top")
+    print(where_work_goes())
+    if chapter is not None:
+        for line in fetch_shipped(chapter):
+            print(line)
     return profile
 
 
@@ -190,7 +206,7 @@ def data_dir() -> Path:
 
 
 def checkpoint_dir() -> Path:
-    """Where models go: $ANNOTATED_CHECKPOINTS, <repo>/checkpoints or ./checkpoints."""
+    """Where models go: $ANNOTATED_CHECKPOINTS, else checkpoints/ in work_home()."""
     return repo_folder("ANNOTATED_CHECKPOINTS", "checkpoints")
 
 
@@ -225,10 +241,10 @@ def _check_digest(path: Path, sha256: str, origin: str,
 
 # %% book/appendix_plumbing.md, code cell 13 (Data: where it lives and how it arrives)
 def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
-          timeout: float = 60.0) -> Path:
-    """The verified local copy of `url` in data_dir()/subdir, downloaded if needed."""
+          timeout: float = 60.0, folder: Path | None = None) -> Path:
+    """The verified copy of `url` in data_dir()/subdir (or folder), got if need be."""
     filename = filename or url.rsplit("/", 1)[-1]
-    target = data_dir() / subdir / filename
+    target = (data_dir() / subdir if folder is None else Path(folder)) / filename
     if target.exists():
         _check_digest(target, sha256, f"found at {target}")
         return target
@@ -249,11 +265,13 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
                         raise OSError(f"connection closed after {received} "
                                       f"of {expected} bytes")
             except (urllib.error.URLError, OSError, ValueError) as err:
-                raise DataUnavailableError(
+                problem = DataUnavailableError(
                     f"{filename} is not in {target.parent} and downloading it "
-                    f"from {url} failed ({err}); download it by hand to {target}, "
-                    f"or set ANNOTATED_DATA to a folder whose '{subdir}/' holds it"
-                ) from None
+                    f"from {url} failed ({err}); download it by hand to {target}"
+                    + (f", or set ANNOTATED_DATA to a folder whose '{subdir}/' holds it"
+                       if folder is None else ""))
+                problem.reason = str(err)  # for callers that say it their own way
+                raise problem from None
         _check_digest(tmp, sha256, f"downloaded from {url}", name=filename)
         os.replace(tmp, target)  # atomic on POSIX and Windows
     finally:
@@ -262,32 +280,49 @@ def fetch(url: str, sha256: str, subdir: str, filename: str | None = None,
 
 
 # %% book/appendix_plumbing.md, code cell 15 (Results with their provenance)
+def _is_this_repository(folder: Path) -> bool:
+    """True for a folder whose pyproject.toml names this book's distribution."""
+    try:
+        with open(folder / "pyproject.toml", "rb") as f:
+            return tomllib.load(f).get("project", {}).get("name") == DIST
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
 def repo_root(start: Path | None = None) -> Path | None:
-    """The repository root (the folder with `_toc.yml`) at or above `start`, if any."""
+    """This book's repository at or above `start` (its pyproject.toml says so)."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "_toc.yml").exists():
+        if _is_this_repository(folder):
             return folder
     return None
 
 
-def repo_folder(env_var: str, name: str) -> Path:
-    """$env_var if set, else `name` in the repository root, else `name` in the cwd."""
-    env = os.environ.get(env_var)
+def work_home() -> Path:
+    """$ANNOTATED_HOME, else the repository, else ~/annotated-attention-book."""
+    env = os.environ.get("ANNOTATED_HOME")
     if env:
         return Path(env).expanduser()
     root = repo_root()
-    return (root if root is not None else Path.cwd()) / name
+    return root if root is not None else Path.home() / DIST
+
+
+def repo_folder(env_var: str, name: str) -> Path:
+    """$env_var if set, else the folder `name` in work_home()."""
+    env = os.environ.get(env_var)
+    return Path(env).expanduser() if env else work_home() / name
 
 
 def results_dir() -> Path:
-    """Where results go: $ANNOTATED_RESULTS, else <repo>/results, else ./results."""
+    """Where results go: $ANNOTATED_RESULTS, else results/ in work_home()."""
     return repo_folder("ANNOTATED_RESULTS", "results")
 
 
 def git_commit(root: Path | None = None) -> str:
-    """The current commit, '+dirty' if changed outside results/, or 'unknown'."""
-    cwd = root or repo_root() or Path.cwd()
+    """The commit ('+dirty' if changed outside results/), else the package version."""
+    cwd = root or repo_root()
+    if cwd is None:  # an installed package, used outside the repository
+        return f"{DIST} {annotated.__version__}"
 
     def run(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
@@ -508,7 +543,7 @@ COMPACT_FORMAT = "annotated-int8-rows/1"
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live: $ANNOTATED_WEIGHTS, <repo>/weights or ./weights."""
+    """Where shipped weights live: $ANNOTATED_WEIGHTS, else weights/ in work_home()."""
     return repo_folder("ANNOTATED_WEIGHTS", "weights")
 
 
@@ -563,3 +598,202 @@ def load_compact(path: str | Path, model: torch.nn.Module,
              for name, t in tensors.items()}
     model.load_state_dict(state)
     return model
+
+
+# %% book/appendix_plumbing.md, code cell 24 (Where the work goes)
+FOLDERS = {"checkpoints": "ANNOTATED_CHECKPOINTS", "results": "ANNOTATED_RESULTS",
+           "weights": "ANNOTATED_WEIGHTS"}
+
+
+def _writable(folder: Path, setting: str | None) -> None:
+    """Make `folder` and write a file in it; one sentence naming `setting` if not."""
+    mount = folder.parent.parent if setting == "ANNOTATED_HOME" else folder.parent
+    try:
+        if setting is not None and not mount.is_dir():  # e.g. Drive not mounted
+            raise FileNotFoundError(f"{mount} does not exist")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{folder} (from {setting or 'the default'}) cannot be written "
+            f"({err.strerror or err}): mount the drive it is on, or set "
+            "ANNOTATED_HOME to a folder you can write, then run this cell again"
+        ) from None
+
+
+def where_work_goes() -> str:
+    """Check that checkpoints/, results/ and weights/ can be written; say where."""
+    lines = []
+    for name, var in FOLDERS.items():
+        setting = var if os.environ.get(var) else (
+            "ANNOTATED_HOME" if os.environ.get("ANNOTATED_HOME") else None)
+        folder = repo_folder(var, name)
+        _writable(folder, setting)
+        lines.append(f"  {name:<12}{folder}")
+    text = "work goes to:\n" + "\n".join(lines)
+    if "google.colab" in sys.modules and "ANNOTATED_HOME" not in os.environ:
+        text += ("\n  (this Colab runtime's disk is lost when the session ends: "
+                 "to keep the work, mount Google Drive and set ANNOTATED_HOME to "
+                 "a folder on it; see the plumbing appendix)")
+    return text
+
+
+# %% book/appendix_plumbing.md, code cell 26 (Shipped files, on any copy of the book)
+SHIPPED = {  # chapter -> the full run's files it shows, with their SHA-256
+    "03_seq2seq": {
+        "weights/03_lstm+attn.full.int8.pt":
+            "a96903c12055c338cdba52fc7c83a653ad5cfa18e35cda0e974ef47d347db72e",
+        "results/03_seq2seq.full.json":
+            "a53831476303004c61cae49c7225b30c21c3b8d2f1e4d8c5ca3e1e722a2374b6",
+    },
+    "05_transformer": {
+        "weights/05_transformer.full.int8.pt":
+            "86a8439ab5765926c303fbd548eabd59baa7d83386ae87e66f7b00f6ac63169a",
+        "results/05_transformer.full.json":
+            "1a18fefc32bca1cfdef36cb2631bcb96fab05212f763c9f00e30fa136502382c",
+        "results/03_seq2seq.full.json":
+            "a53831476303004c61cae49c7225b30c21c3b8d2f1e4d8c5ca3e1e722a2374b6",
+        "results/05_transformer_recipe.cpu.json":
+            "04e0313850155507ab48b8e7057dd0ea40a902cb036204ae1f8833acf19429a4",
+    },
+}
+
+
+def shipped_url(path: str) -> str:
+    """The address of a repository file: $ANNOTATED_SHIPPED_URL or GitHub's raw one."""
+    base = os.environ.get("ANNOTATED_SHIPPED_URL")
+    if not base:
+        owner_repo = annotated.__repository__.split("github.com/", 1)[1].strip("/")
+        base = f"https://raw.githubusercontent.com/{owner_repo}/{annotated.__branch__}"
+    return f"{base.rstrip('/')}/{path}"
+
+
+def shipped_copy(path: str) -> Path:
+    """Its copy here: weights/x in weights_dir(), results/x in results_dir()."""
+    folder, name = path.split("/", 1)
+    return {"weights": weights_dir, "results": results_dir}[folder]() / name
+
+
+def fetch_shipped(chapter: str) -> list[str]:
+    """Fetch the chapter's shipped files missing here; a line on each file, problem."""
+    lines, offline = [], []
+    for path, sha256 in SHIPPED.get(chapter, {}).items():
+        target = shipped_copy(path)
+        if target.exists():  # the repository's own file, or one fetched before
+            continue
+        try:
+            fetch(shipped_url(urllib.parse.quote(path)), sha256, "",
+                  filename=target.name, folder=target.parent)
+            lines.append(f"fetched {path} into {target.parent}")
+        except DataUnavailableError as err:
+            offline.append((target.name, getattr(err, "reason", str(err))))
+        except ChecksumError as err:
+            lines.append(f"{err}; nothing was kept (is ANNOTATED_SHIPPED_URL or the "
+                         "package out of date?), so the chapter runs without it")
+    if offline:
+        names = ", ".join(name for name, _ in offline)
+        lines.append(f"offline: the full run's {names} could not be fetched from "
+                     f"{shipped_url('')} ({offline[0][1]}); the chapter runs without "
+                     "them, and the rendered book shows what they hold")
+    return lines
+
+
+# %% book/appendix_plumbing.md, code cell 28 (What a run costs, here)
+REFERENCE_MATMUL_FLOPS = 1.0e11  # the reference CPU's float32 speed (see above)
+GPU_EFFICIENCY = 0.15  # the share of the probe's speed small models reach on a GPU
+LONG_RUN_S = 30 * 60  # longer than this is announced, and not a GPU's default
+RUN_SECONDS = {  # a whole chapter on the reference CPU, seconds, by profile
+    "01_attention": {"smoke": 30, "cpu": 120, "full": 120},
+    "02_translation": {"smoke": 30, "cpu": 120, "full": 9_000},
+    "03_seq2seq": {"smoke": 60, "cpu": 1_000, "full": 9_600},
+    "04_bptt": {"smoke": 20, "cpu": 60, "full": 120},
+    "05_transformer": {"smoke": 90, "cpu": 1_100, "full": 4_800},
+    # full: 200 epochs of 50,000 images at the measured 49 (ViT), 103 (CNN) images/s
+    "06_vit": {"smoke": 90, "cpu": 1_300, "full": round(1e7 / 49 + 1e7 / 103)},
+    "07_vit_inside": {"smoke": 60, "cpu": 150, "full": 900},
+    "appendix_plumbing": {"smoke": 30, "cpu": 30, "full": 30},
+    "appendix_training": {"smoke": 30, "cpu": 60, "full": 60},
+}
+# chapter -> (the chapter that trains its models, their checkpoints' names)
+TRAINED_ELSEWHERE = {"07_vit_inside": ("06_vit", ("vit_cifar10", "cnn_cifar10"))}
+
+
+def matmul_speed(device: torch.device, repeats: int = 5) -> float:
+    """FLOP/s of a (2048, 512) @ (512, 1024) product on `device`, training precision."""
+    from annotated.training import autocast_dtype
+
+    dtype = autocast_dtype(device) or torch.float32
+    a = torch.ones(2048, 512, device=device, dtype=dtype)  # no random numbers drawn
+    b = torch.ones(512, 1024, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    a @ b  # warm-up
+    sync()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        seconds.append(time.perf_counter() - start)
+    return 2 * 2048 * 512 * 1024 / min(seconds)  # the fastest: the least disturbed
+
+
+# %% book/appendix_plumbing.md, code cell 29 (What a run costs, here)
+def _trains_first(chapter: str | None, profile: str) -> str | None:
+    """The chapter whose models this one must train first (checkpoints missing)."""
+    if chapter not in TRAINED_ELSEWHERE:
+        return None
+    source, names = TRAINED_ELSEWHERE[chapter]
+    there = all((checkpoint_dir() / f"{n}.{profile}.pt").exists() for n in names)
+    return None if there else source
+
+
+def estimate_seconds(chapter: str | None, profile: str, device: torch.device,
+                     speed: float) -> float | None:
+    """The chapter's run time in `profile` here (None if never measured)."""
+    if chapter not in RUN_SECONDS:
+        return None
+    seconds = RUN_SECONDS[chapter][profile]
+    source = _trains_first(chapter, profile)
+    if source is not None:
+        seconds += RUN_SECONDS[source][profile]
+    share = GPU_EFFICIENCY if device.type == "cuda" else 1.0
+    return seconds * REFERENCE_MATMUL_FLOPS / (speed * share)
+
+
+def default_profile(chapter: str | None, device: torch.device, speed: float) -> str:
+    """cpu on a CPU; on a GPU full, unless the chapter's full run is long there."""
+    if device.type != "cuda":
+        return DEFAULT_PROFILE
+    full = estimate_seconds(chapter, "full", device, speed)
+    return "full" if full is None or full <= LONG_RUN_S else "cpu"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+# %% book/appendix_plumbing.md, code cell 30 (What a run costs, here)
+def run_notice(chapter: str | None, profile: str, device: torch.device,
+               speed: float, chosen: bool = True) -> list[str]:
+    """What the run will cost here, a warning if it is long, and why it was chosen."""
+    here = estimate_seconds(chapter, profile, device, speed)
+    if here is None:
+        return []
+    lines = [f"this chapter ({chapter}) in the {profile} profile: about "
+             f"{_duration(here)} on this device (rough; measured on a 2-core CPU, "
+             f"scaled by this device's speed)"]
+    source = _trains_first(chapter, profile)
+    if source is not None:
+        lines.append(f"  (that includes training {source}'s models: their "
+                     f"checkpoints are not in {checkpoint_dir()})")
+    if here > LONG_RUN_S:
+        lines.append(f"WARNING: a long run, about {_duration(here)}; it checkpoints "
+                     "every epoch, so running it again resumes it")
+    full = estimate_seconds(chapter, "full", device, speed)
+    if not chosen and profile != "full" and device.type == "cuda":
+        lines.append(f"  (chosen because the full profile would take about "
+                     f"{_duration(full)} here)")
+    return lines

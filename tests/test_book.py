@@ -53,12 +53,12 @@ def test_bootstrap_cell_installs_from_the_configured_repository(chapter: Path):
     assert colab_twins.bootstrap_problem(chapter) is None
     first = next(c for c in jupytext.read(chapter).cells if c.cell_type == "code")
     assert f"git+{REPO_URL}" in first.source, f"{chapter.name}: bootstrap does not install from {REPO_URL}"
-    assert "setup_notebook()" in first.source
+    assert f'setup_notebook("{chapter.stem}")' in first.source
 
 
 def test_twin_check_bites(tmp_path: Path):
     """A changed chapter, a missing twin and an orphan twin are each reported."""
-    for name in ("_toc.yml",):
+    for name in ("_toc.yml", "_config.yml"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "book", tmp_path / "book")
     assert colab_twins.main([], root=tmp_path) == 0
@@ -79,7 +79,8 @@ def test_twin_check_bites(tmp_path: Path):
 
 def test_bootstrap_problem_names_a_chapter_without_bootstrap(tmp_path: Path):
     bad = tmp_path / "bad.md"
-    bad.write_text((ROOT / "book/01_attention.md").read_text().replace("setup_notebook()", "pass", 1))
+    bad.write_text((ROOT / "book/01_attention.md").read_text().replace(
+        'setup_notebook("01_attention")', "pass", 1))
     assert "lacks" in colab_twins.bootstrap_problem(bad)
 
 

@@ -165,17 +165,27 @@ def read_version(root: Path = ROOT) -> str:
         return tomllib.load(f)["project"]["version"]
 
 
-def render_init(modules: list[Module], version: str) -> str:
-    """The text of ``annotated/__init__.py``: version, module list, lazy submodule access."""
+def render_init(modules: list[Module], version: str,
+                repository: tuple[str, str] = ("", "main")) -> str:
+    """The text of ``annotated/__init__.py``: version, module list, lazy submodule access.
+
+    It also records the repository's address and branch (``_config.yml``): a copy of the
+    package outside the repository fetches the shipped weights from there.
+    """
     listing = "".join(f"    {m.name:<16} {m.source}\n" for m in modules)
     names = "".join(f"    {m.name!r},\n" for m in modules)
     return (
         BANNER.format(source="book/*.md")
         + '"""The annotated attention book as a package.\n\nModules and the chapters they come from:\n\n'
         + listing
+        + (f"\nAn installed package has no book/ folder: the chapters are online at\n"
+           f"    {repository[0]}/tree/{repository[1]}/book\n" if repository[0] else "")
         + '"""\n\n'
         + "import importlib\n\n"
         + f'__version__ = "{version}"\n'
+        + "# _config.yml: where the book lives, and the branch its Colab links open\n"
+        + f'__repository__ = "{repository[0]}"\n'
+        + f'__branch__ = "{repository[1]}"\n'
         + f"__all__ = [\n{names}]\n\n\n"
         + "def __getattr__(name: str):\n"
         + '    """Import a submodule on first use: `annotated.attention`."""\n'
@@ -213,8 +223,9 @@ def build(root: Path = ROOT) -> dict[str, str]:
             raise ExportError(f"{module.source}: '__init__' is generated, not exported to")
         owner[module.name] = module.source
         modules.append(module)
+    repository = colab_twins.repository(root) if (root / "_config.yml").exists() else ("", "main")
     files = {f"{m.name}.py": render_module(m) for m in modules}
-    files["__init__.py"] = render_init(modules, read_version(root))
+    files["__init__.py"] = render_init(modules, read_version(root), repository)
     return files
 
 
