@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -277,24 +277,49 @@ class PatchEmbedding(nn.Module):
 
 
 # %% book/06_vit.md, code cell 23 (The Vision Transformer)
+@dataclass
+class ViTConfig:
+    """Sizes of the Vision Transformer."""
+
+    image_size: int = 32  # H = W, pixels of a (square) input image
+    patch_size: int = 4  # P; the image becomes N = (H / P)^2 patches
+    in_channels: int = 3  # C, colour channels
+    num_classes: int = 10
+    d_model: int = 128  # d, width of every token
+    depth: int = 6  # L, encoder blocks
+    n_heads: int = 4  # h, attention heads per block; d_k = d / h
+    d_ff: int = 256  # inner width of each block's MLP
+    dropout: float = 0.0  # on the embeddings, attention weights and sub-layers
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not divisible by "
+                             f"patch_size {self.patch_size}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+
+
+# %% book/06_vit.md, code cell 24 (The Vision Transformer)
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, class token, learned positions, pre-norm encoder, head."""
 
-    def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3,
-                 num_classes: int = 10, d_model: int = 128, depth: int = 6,
-                 n_heads: int = 4, d_ff: int = 256, dropout: float = 0.0):
+    def __init__(self, cfg: ViTConfig):
         super().__init__()
-        self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
+        self.cfg = cfg
+        d = cfg.d_model
+        self.patch_embed = PatchEmbedding(cfg.image_size, cfg.patch_size,
+                                          cfg.in_channels, d)
         n_tokens = self.patch_embed.grid_size ** 2 + 1  # patches + the class token
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d_model) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d) * 0.02)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, norm_first=True,
-                         activation="gelu")
-            for _ in range(depth))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_classes)
+            EncoderLayer(d, cfg.n_heads, cfg.d_ff, dropout=cfg.dropout,
+                         norm_first=True, activation="gelu")
+            for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.num_classes)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """z_0: (B, C, H, W) -> (B, 1 + N, d) tokens with class token and positions."""
@@ -329,7 +354,7 @@ class VisionTransformer(nn.Module):
             self.train(was_training)
 
 
-# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
 class ClassifierRecipe:
     """How an image classifier is trained: length, optimiser, schedule, augmentation."""
@@ -354,7 +379,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
@@ -393,7 +418,7 @@ class AugmentedBatches:
         self.generator.set_state(state["generator"])
 
 
-# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
 def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                     label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
     """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
@@ -402,7 +427,7 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
     return loss, loss.item() * len(labels), len(labels)
 
 
-# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
@@ -421,13 +446,15 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                          scheduler_interval="step", stop_after=stop_after,
                          verbose=verbose)
     step = functools.partial(classifier_step, label_smoothing=recipe.label_smoothing)
-    run_settings = {"recipe": asdict(recipe), "n_train": len(images),
-                    **(settings or {})}
+    run_settings = {"recipe": asdict(recipe), "n_train": len(images)}
+    if is_dataclass(getattr(model, "cfg", None)):  # the model's config, field by field
+        run_settings["model"] = asdict(model.cfg)
+    run_settings |= settings or {}
     return fit(model, step, batches, optimizer=opt, scheduler=sched, config=config,
                checkpoint=checkpoint, settings=run_settings)
 
 
-# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 30 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -442,7 +469,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
@@ -470,7 +497,7 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 32 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, top-5, macro precision/recall/F1/AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
@@ -496,15 +523,14 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
             "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
+# %% book/06_vit.md, code cell 34 (Recipes and checkpoints)
 def vit_recipe(profile: str) -> dict:
     """Model settings, training recipe and training-set size of a profile's ViT."""
     model = by_profile(
-        smoke=dict(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
-        cpu=dict(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
-        full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0),
+        smoke=ViTConfig(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
+        cpu=ViTConfig(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
+        full=ViTConfig(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0),
         profile=profile)
-    model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
     train = by_profile(
         smoke=ClassifierRecipe(epochs=1, batch_size=50, lr=1e-3),
         cpu=ClassifierRecipe(epochs=4, batch_size=128, lr=2e-3),
@@ -514,7 +540,7 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 42
+# %% book/06_vit.md, code cell 43
 # (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip (a 1x1 conv when the shape changes)."""
@@ -533,22 +559,31 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 43
+# %% book/06_vit.md, code cell 44
 # (Inductive bias, measured: a small CNN with the same budget)
+@dataclass
+class ResNetConfig:
+    """Sizes of the small ResNet."""
+
+    in_channels: int = 3  # C, colour channels
+    num_classes: int = 10
+    widths: tuple = (32, 64, 128)  # channels of the stem and the three stages
+
+
 class SmallResNet(nn.Module):
     """A ResNet for 32x32 images: stem, one residual block per stage, pooling, head."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10,
-                 widths: tuple = (32, 64, 128)):
+    def __init__(self, cfg: ResNetConfig):
         super().__init__()
-        self.in_channels = in_channels
+        self.cfg, self.in_channels = cfg, cfg.in_channels
+        widths = tuple(cfg.widths)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.Conv2d(cfg.in_channels, widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]), nn.ReLU())
         self.blocks = nn.ModuleList(
             ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2)
             for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths)))
-        self.head = nn.Linear(widths[-1], num_classes)
+        self.head = nn.Linear(widths[-1], cfg.num_classes)
 
     def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output and every block's output, each (B, c, h, w)."""
@@ -563,12 +598,12 @@ class SmallResNet(nn.Module):
         return self.head(features.mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 44
+# %% book/06_vit.md, code cell 45
 # (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)
     widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256),
                         profile=profile)
-    return {"model": dict(in_channels=3, num_classes=10, widths=widths),
+    return {"model": ResNetConfig(widths=widths),
             "train": vit["train"], "n_train": vit["n_train"]}
