@@ -532,6 +532,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return list(order[: n - n % batch_size].split(batch_size))
 
 
+STRONG_CHUNK = 32  # batches strongly augmented together (fewer, larger calls)
+
+
 class AugmentedBatches:
     """Epochs of shuffled, augmented, normalised (images, labels) batches; resumable."""
 
@@ -549,11 +552,16 @@ class AugmentedBatches:
 
     def __iter__(self):
         r, g = self.recipe, self.generator
-        for idx in _batches(len(self.images), r.batch_size, g):
-            images = self.images[idx]  # (B, C, H, W), uint8
-            x = random_crop_flip(images, r.crop_pad, r.flip, g)
-            x = strong_augment(x, generator=g) if r.strong_augment else x
-            yield normalize(x), self.labels[idx]
+        order = _batches(len(self.images), r.batch_size, g)
+        for start in range(0, len(order), STRONG_CHUNK):
+            chunk = order[start:start + STRONG_CHUNK]
+            xs = [random_crop_flip(self.images[idx], r.crop_pad, r.flip, g)
+                  for idx in chunk]  # each (B, C, H, W), uint8
+            if r.strong_augment:  # one call for the chunk's batches together
+                xs = strong_augment(torch.cat(xs), generator=g).split(
+                    [len(idx) for idx in chunk])
+            for idx, x in zip(chunk, xs):
+                yield normalize(x), self.labels[idx]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

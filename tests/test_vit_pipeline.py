@@ -163,3 +163,91 @@ def test_full_recipe_trains_and_resumes_with_trivial_augment(tmp_path):
     assert second["step_loss"] == full["step_loss"] and len(full["step_loss"]) == 6
     assert all(torch.equal(p, q) for p, q in zip(one_go.state_dict().values(),
                                                   resumed.state_dict().values()))
+
+
+# ---------------------------------------------------------------- the device script
+def _fixture_zips(folder, per_class=(6, 2)) -> dict:
+    """train.zip and test.zip in the offline format (textured JPEGs); their digests."""
+    import warnings
+    import zipfile
+
+    from annotated.plumbing import sha256_file
+    from annotated.vit import CIFAR10_CLASSES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import encode_jpeg
+    digests = {}
+    for split, n in zip(("train", "test"), per_class):
+        images = textured_images(n * 10, seed=len(split))
+        path = folder / f"{split}.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+            for k, img in enumerate(images):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    data = encode_jpeg(img, quality=90).numpy().tobytes()
+                z.writestr(f"{split}/{CIFAR10_CLASSES[k // n]}/{k % n:04d}.jpg", data)
+        digests[split] = sha256_file(path)
+    return digests
+
+
+@pytest.fixture(scope="module")
+def device_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "device_full_vit.py"
+    spec = importlib.util.spec_from_file_location("device_full_vit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pack_rebuilds_the_loaders_images_and_refuses_a_bad_one(tmp_path, device_script):
+    from annotated.plumbing import ChecksumError
+    from annotated.vit import load_cifar10
+
+    digests = _fixture_zips(tmp_path)
+    pack = device_script.pack_cifar10(tmp_path, tmp_path / "p.pt", expected=digests)
+    data = device_script.load_pack(pack)
+    for split in ("train", "test"):
+        images, labels = load_cifar10(split, tmp_path, zip_sha256=digests[split])
+        assert torch.equal(data[split][0], images) and torch.equal(data[split][1], labels)
+    wrong = {"train": "0" * 64, "test": digests["test"]}
+    with pytest.raises(ChecksumError, match="train.zip has SHA-256"):
+        device_script.pack_cifar10(tmp_path, tmp_path / "q.pt", expected=wrong)
+    (tmp_path / "bad.pt").write_bytes(b"not a pack")
+    with pytest.raises(ChecksumError, match="bad.pt is not a readable CIFAR-10 pack"):
+        device_script.load_pack(tmp_path / "bad.pt")
+
+
+def test_device_script_tiny_schedule_resumes_and_writes_results(tmp_path, monkeypatch,
+                                                                device_script, capsys):
+    """The same script as on the GPU, on CPU: cut after one epoch, resumed, scored."""
+    import json
+
+    digests = _fixture_zips(tmp_path)
+    pack = device_script.pack_cifar10(tmp_path, tmp_path / "cifar10.pack.pt", expected=digests)
+    monkeypatch.setenv("ANNOTATED_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("ANNOTATED_RESULTS", str(tmp_path / "results"))
+    args = ["--schedule", "tiny", "--device", "cpu", "--pack", str(pack), "--cnn",
+            "--out", str(tmp_path / "out")]
+    assert device_script.main(args + ["--max-epochs", "1"]) == device_script.RESUMABLE
+    assert "run the same command again to resume" in capsys.readouterr().out
+    assert not (tmp_path / "results").exists()  # nothing written before the end
+    assert device_script.main(args) == 0
+    out = capsys.readouterr().out
+    assert "resuming vit_cifar10.tiny.pt after epoch 1" in out
+    record = json.loads((tmp_path / "out" / "06_vit.smoke.json").read_text())
+    assert record["settings"]["script"] == "tools/device_full_vit.py"
+    metrics = record["metrics"]
+    assert 0 <= metrics["vit"]["accuracy"] <= 1 and "cnn" in metrics
+    assert metrics["vit_parameters"] > 0 and metrics["vit_train_seconds"] > 0
+    assert record["settings"]["vit"]["d_model"] == 16  # the config, field by field
+
+
+def test_device_script_refuses_cuda_without_a_gpu(device_script):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="--device cuda was asked for, but PyTorch sees no GPU"):
+        device_script.main(["--device", "cuda", "--schedule", "tiny"])
