@@ -259,7 +259,7 @@ def affine_theta(op: str, m: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 
 def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Move uint8 images (n, C, H, W) by inverse affine maps (n, 2, 3), nearest pixel."""
+    """Move uint8 images (n, C, H, W) by inverse affine maps (n, 2, 3), nearest."""
     n, _, H, W = images.shape
     dev = images.device
     base = torch.ones(1, H, W, 3, device=dev)  # (x, y, 1) of every output pixel
