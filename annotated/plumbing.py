@@ -21,6 +21,7 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -525,7 +526,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
-        if "weights only load failed" in str(err).lower():
+        # torch.save writes a zip archive: anything else is a damaged file, even
+        # when its bytes happen to read as a pickled object
+        if zipfile.is_zipfile(path) and "weights only load failed" in str(err).lower():
             raise CheckpointError(f"{path} holds more than tensors and plain values "
                                   "(code could run on loading), so it is refused; "
                                   "load only checkpoints you trust") from None

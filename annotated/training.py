@@ -288,7 +288,7 @@ def _finish(path: Path | None, model: nn.Module, settings: dict, run: _Run) -> d
         model.load_state_dict(run.best_state)
     h = run.history
     h["finished"] = True  # and by what: a loaded run still names its training run
-    h["trained_by"] = {"commit": git_commit(), "torch": torch.__version__,
+    h["trained_by"] = {"commit": git_commit(), "torch": str(torch.__version__),
                        "device": device_name(model_device(model))}
     if h["best_epoch"] is not None:
         best = h["epoch"].index(h["best_epoch"])

@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -207,26 +207,170 @@ def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
 
 
 # %% book/06_vit.md, code cell 16 (Subsets, normalisation and augmentation)
+TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y",
+               "rotate", "brightness", "color", "contrast", "sharpness", "posterize",
+               "solarize", "autocontrast", "equalize")
+_SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate",
+           "brightness", "color", "contrast", "sharpness"}  # strength times +-1
+
+
+def trivial_strengths(levels: int = 31) -> torch.Tensor:
+    """(operations, levels): each operation's strength at each level (float64)."""
+    def lin(a, b):  # float32, as torchvision's table
+        return torch.linspace(a, b, levels)
+    bits = (8 - (torch.arange(levels) / ((levels - 1) / 6))).round()  # 8 ... 2
+    none = torch.zeros(levels)
+    rows = {"identity": none, "shear_x": lin(0, 0.99), "shear_y": lin(0, 0.99),
+            "translate_x": lin(0, 32), "translate_y": lin(0, 32),  # pixels
+            "rotate": lin(0, 135), "brightness": lin(0, 0.99), "color": lin(0, 0.99),
+            "contrast": lin(0, 0.99), "sharpness": lin(0, 0.99), "posterize": bits,
+            "solarize": lin(1, 0), "autocontrast": none, "equalize": none}
+    return torch.stack([rows[op] for op in TRIVIAL_OPS]).double()
+
+
+def trivial_draws(n: int, generator: torch.Generator | None = None,
+                  levels: int = 31) -> tuple[torch.Tensor, torch.Tensor]:
+    """For n images: an operation index (n,) and a signed strength (n,) each."""
+    op = torch.randint(len(TRIVIAL_OPS), (n,), generator=generator)
+    level = torch.randint(levels, (n,), generator=generator)
+    negative = torch.rand(n, generator=generator) <= 0.5
+    signed = torch.tensor([name in _SIGNED for name in TRIVIAL_OPS])[op]
+    strength = trivial_strengths(levels)[op, level]
+    return op, torch.where(signed & negative, -strength, strength)
+
+
+# %% book/06_vit.md, code cell 17 (Subsets, normalisation and augmentation)
+def affine_theta(op: str, m: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Inverse affine maps (n, 2, 3) of a shear, shift or rotation of strength m."""
+    one, zero = torch.ones_like(m), torch.zeros_like(m)
+    if op == "rotate":  # about the centre, counter-clockwise by m degrees
+        rot = -(m % 360) * (math.pi / 180)
+        cos, sin = torch.cos(rot), torch.sin(rot)
+        rows = [cos, sin, zero, -sin, cos, zero]
+    elif op == "translate_x":  # by a whole number of pixels
+        rows = [one, zero, -m.trunc(), zero, one, zero]
+    elif op == "translate_y":
+        rows = [one, zero, zero, zero, one, -m.trunc()]
+    else:  # a shear about the top-left corner, by the angle atan(m)
+        tan = torch.tan(torch.atan(m) * (180 / math.pi) * (math.pi / 180))
+        rows = ([one, tan, tan * (H * 0.5), zero, one, zero] if op == "shear_x"
+                else [one, zero, zero, tan, one, tan * (W * 0.5)])
+    return torch.stack(rows, 1).view(-1, 2, 3).float()
+
+
+def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Move uint8 images (n, C, H, W) by inverse affine maps (n, 2, 3), nearest."""
+    n, _, H, W = images.shape
+    dev = images.device
+    base = torch.ones(1, H, W, 3, device=dev)  # (x, y, 1) of every output pixel
+    base[..., 0] = torch.linspace((1 - W) / 2, (W - 1) / 2, W, device=dev)
+    base[..., 1] = torch.linspace((1 - H) / 2, (H - 1) / 2, H, device=dev)[:, None]
+    to_unit = torch.tensor([W / 2, H / 2], device=dev)  # pixels -> [-1, 1]
+    scaled = theta.to(dev).transpose(1, 2) / to_unit  # (n, 3, 2)
+    grid = base.view(1, H * W, 3).expand(n, -1, -1).bmm(scaled).view(n, H, W, 2)
+    moved = F.grid_sample(images.float(), grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+    return moved.round().to(torch.uint8)
+
+
+# %% book/06_vit.md, code cell 18 (Subsets, normalisation and augmentation)
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """(n, 3, H, W) uint8 -> (n, 1, H, W) float luma, floored (ITU-R 601-2 weights)."""
+    r, g, b = images.unbind(1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)[:, None].floor_()
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a * b + c in float32 with a single rounding (the product is exact in float64)."""
+    return (a.double() * b.double() + c.double()).float()
+
+
+def blend(images: torch.Tensor, degenerate: torch.Tensor,
+          r: torch.Tensor) -> torch.Tensor:
+    """r x + (1 - r) x_deg per image (r: (n,)), clamped to uint8."""
+    r = r.view(-1, 1, 1, 1).to(images.device)
+    out = _fma(degenerate, (1 - r).float(), images.float() * r.float())
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def sharpen(images: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Blend the inner pixels with a 3x3 blur (1s around a 5, over 13) per image."""
+    C = images.shape[1]
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=images.device)
+    out = images.float()
+    blurred = F.conv2d(out, kernel.expand(C, 1, 3, 3), groups=C).round_()
+    inner = out[..., 1:-1, 1:-1]  # the border keeps its pixels
+    keep = (1 - r.view(-1, 1, 1, 1)).float().to(images.device)
+    out[..., 1:-1, 1:-1] = _fma(blurred - inner, keep, inner)
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+# %% book/06_vit.md, code cell 19 (Subsets, normalisation and augmentation)
+def trivial_op(op: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Operation `op` of strengths m (n,) on uint8 images x (n, C, H, W)."""
+    from torchvision.transforms.v2 import functional as TF  # batched kernels
+    dev = x.device
+    if op in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
+        return warp(x, affine_theta(op, m, *x.shape[-2:]))
+    if op == "brightness":
+        r = (1 + m).float().view(-1, 1, 1, 1).to(dev)
+        return (x.float() * r).clamp_(0, 255).to(torch.uint8)
+    if op == "color":
+        return blend(x, _grey(x), 1 + m)
+    if op == "contrast":
+        return blend(x, _grey(x).mean((-3, -2, -1), keepdim=True), 1 + m)
+    if op == "sharpness":
+        return sharpen(x, 1 + m)
+    if op == "posterize":  # keep the top m bits
+        mask = (256 - 2 ** (8 - m)).to(torch.uint8).view(-1, 1, 1, 1).to(dev)
+        return x & mask
+    if op == "solarize":  # invert the pixels at or above 255 m
+        threshold = (255 * m).float().view(-1, 1, 1, 1).to(dev)
+        return torch.where(x >= threshold, 255 - x, x)
+    if op == "autocontrast":  # stretch each channel to 0 ... 255
+        return TF.autocontrast(x)
+    if op == "equalize":  # flatten each channel's histogram
+        return TF.equalize(x)
+    return x  # identity
+
+
+# %% book/06_vit.md, code cell 20 (Subsets, normalisation and augmentation)
+def trivial_augment(images: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """TrivialAugment Wide, an operation and strength per image, on the whole batch."""
+    op, m = trivial_draws(len(images), generator)  # (B,), (B,), on the CPU
+    out = images.clone()
+    counts = torch.bincount(op, minlength=len(TRIVIAL_OPS)).tolist()
+    groups = op.argsort(stable=True).split(counts)  # image indices, by operation
+    for name, idx in zip(TRIVIAL_OPS, groups):
+        if len(idx) and name != "identity":
+            at = idx.to(images.device)
+            out[at] = trivial_op(name, images[at], m[idx])
+    return out
+
+
 def strong_augment(images: torch.Tensor, erase_p: float = 0.25,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """TrivialAugment per 8-image group, then random erasing (uint8 (B, C, H, W))."""
-    from torchvision.transforms import v2
-    trivial = v2.TrivialAugmentWide()
-    images = torch.cat([trivial(chunk) for chunk in images.split(8)])
+    """TrivialAugment, then random erasing of a square (uint8 (B, C, H, W))."""
+    images = trivial_augment(images, generator)
     B, _, H, W = images.shape
-    erase = torch.rand(B, generator=generator) < erase_p
+    dev = images.device
+    erase = (torch.rand(B, generator=generator) < erase_p).to(dev)
     # a square of side 20-50 % of the image
     size = (torch.rand(B, generator=generator) * 0.3 + 0.2) * H
-    top = (torch.rand(B, generator=generator) * (H - size)).long()
-    left = (torch.rand(B, generator=generator) * (W - size)).long()
-    ys, xs = torch.arange(H).view(1, H, 1), torch.arange(W).view(1, 1, W)
-    inside = ((ys >= top.view(B, 1, 1)) & (ys < (top + size.long()).view(B, 1, 1)) &
-              (xs >= left.view(B, 1, 1)) & (xs < (left + size.long()).view(B, 1, 1)))
-    mask = (inside & erase.view(B, 1, 1)).unsqueeze(1).to(images.device)  # (B, 1, H, W)
+    top = (torch.rand(B, generator=generator) * (H - size)).long().to(dev)
+    left = (torch.rand(B, generator=generator) * (W - size)).long().to(dev)
+    side = size.long().to(dev)
+    ys = torch.arange(H, device=dev).view(1, H, 1)
+    xs = torch.arange(W, device=dev).view(1, 1, W)
+    inside = ((ys >= top.view(B, 1, 1)) & (ys < (top + side).view(B, 1, 1)) &
+              (xs >= left.view(B, 1, 1)) & (xs < (left + side).view(B, 1, 1)))
+    mask = (inside & erase.view(B, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
     return images.masked_fill(mask, 127)
 
 
-# %% book/06_vit.md, code cell 18 (Cutting an image into patches)
+# %% book/06_vit.md, code cell 22 (Cutting an image into patches)
 def check_images(images: torch.Tensor, patch_size: int,
                  in_channels: int | None = None) -> None:
     """Raise (naming shapes) unless images are (B, C, H, W), H and W divisible by P."""
@@ -251,7 +395,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patches.transpose(1, 2)  # (B, N, C*P*P)
 
 
-# %% book/06_vit.md, code cell 21 (Patch embedding: a linear map, written two ways)
+# %% book/06_vit.md, code cell 25 (Patch embedding: a linear map, written two ways)
 class PatchEmbedding(nn.Module):
     """Map each P x P patch linearly to d_model: a convolution with stride P."""
 
@@ -276,25 +420,50 @@ class PatchEmbedding(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, N, d)
 
 
-# %% book/06_vit.md, code cell 23 (The Vision Transformer)
+# %% book/06_vit.md, code cell 27 (The Vision Transformer)
+@dataclass
+class ViTConfig:
+    """Sizes of the Vision Transformer."""
+
+    image_size: int = 32  # H = W, pixels of a (square) input image
+    patch_size: int = 4  # P; the image becomes N = (H / P)^2 patches
+    in_channels: int = 3  # C, colour channels
+    num_classes: int = 10
+    d_model: int = 128  # d, width of every token
+    depth: int = 6  # L, encoder blocks
+    n_heads: int = 4  # h, attention heads per block; d_k = d / h
+    d_ff: int = 256  # inner width of each block's MLP
+    dropout: float = 0.0  # on the embeddings, attention weights and sub-layers
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not divisible by "
+                             f"patch_size {self.patch_size}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+
+
+# %% book/06_vit.md, code cell 28 (The Vision Transformer)
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, class token, learned positions, pre-norm encoder, head."""
 
-    def __init__(self, image_size: int = 32, patch_size: int = 4, in_channels: int = 3,
-                 num_classes: int = 10, d_model: int = 128, depth: int = 6,
-                 n_heads: int = 4, d_ff: int = 256, dropout: float = 0.0):
+    def __init__(self, cfg: ViTConfig):
         super().__init__()
-        self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
+        self.cfg = cfg
+        d = cfg.d_model
+        self.patch_embed = PatchEmbedding(cfg.image_size, cfg.patch_size,
+                                          cfg.in_channels, d)
         n_tokens = self.patch_embed.grid_size ** 2 + 1  # patches + the class token
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d_model) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, d) * 0.02)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, norm_first=True,
-                         activation="gelu")
-            for _ in range(depth))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_classes)
+            EncoderLayer(d, cfg.n_heads, cfg.d_ff, dropout=cfg.dropout,
+                         norm_first=True, activation="gelu")
+            for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.num_classes)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """z_0: (B, C, H, W) -> (B, 1 + N, d) tokens with class token and positions."""
@@ -329,7 +498,7 @@ class VisionTransformer(nn.Module):
             self.train(was_training)
 
 
-# %% book/06_vit.md, code cell 25 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 30 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
 class ClassifierRecipe:
     """How an image classifier is trained: length, optimiser, schedule, augmentation."""
@@ -354,13 +523,16 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# %% book/06_vit.md, code cell 26 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 31 (Training: AdamW, warm-up and cosine, label smoothing)
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
     if n < batch_size:
         return [order]
     return list(order[: n - n % batch_size].split(batch_size))
+
+
+STRONG_CHUNK = 32  # batches strongly augmented together (fewer, larger calls)
 
 
 class AugmentedBatches:
@@ -380,11 +552,16 @@ class AugmentedBatches:
 
     def __iter__(self):
         r, g = self.recipe, self.generator
-        for idx in _batches(len(self.images), r.batch_size, g):
-            images = self.images[idx]  # (B, C, H, W), uint8
-            x = random_crop_flip(images, r.crop_pad, r.flip, g)
-            x = strong_augment(x, generator=g) if r.strong_augment else x
-            yield normalize(x), self.labels[idx]
+        order = _batches(len(self.images), r.batch_size, g)
+        for start in range(0, len(order), STRONG_CHUNK):
+            chunk = order[start:start + STRONG_CHUNK]
+            xs = [random_crop_flip(self.images[idx], r.crop_pad, r.flip, g)
+                  for idx in chunk]  # each (B, C, H, W), uint8
+            if r.strong_augment:  # one call for the chunk's batches together
+                xs = strong_augment(torch.cat(xs), generator=g).split(
+                    [len(idx) for idx in chunk])
+            for idx, x in zip(chunk, xs):
+                yield normalize(x), self.labels[idx]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -393,7 +570,7 @@ class AugmentedBatches:
         self.generator.set_state(state["generator"])
 
 
-# %% book/06_vit.md, code cell 27 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 32 (Training: AdamW, warm-up and cosine, label smoothing)
 def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                     label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
     """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
@@ -402,32 +579,38 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
     return loss, loss.item() * len(labels), len(labels)
 
 
-# %% book/06_vit.md, code cell 28 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 33 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
-                     stop_after: int | None = None, verbose: bool = False) -> dict:
+                     stop_after: int | None = None, verbose: bool = False,
+                     compile_model: bool = False) -> dict:
     """Train `model` on uint8 images with `recipe` by training.fit; the history."""
     device = device or model_device(model)
     batches = AugmentedBatches(images.to(device), labels.to(device), recipe)
     model.to(device)
+    if compile_model:  # in place: the state_dict keeps its names
+        model.compile()
     total = recipe.epochs * len(batches)
     warmup = max(1, round(recipe.warmup_frac * total))
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
-                            weight_decay=recipe.weight_decay)
+                            weight_decay=recipe.weight_decay,
+                            fused=True if device.type == "cuda" else None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total, warmup))
     config = TrainConfig(epochs=recipe.epochs, clip=None, patience=None,
                          scheduler_interval="step", stop_after=stop_after,
                          verbose=verbose)
     step = functools.partial(classifier_step, label_smoothing=recipe.label_smoothing)
-    run_settings = {"recipe": asdict(recipe), "n_train": len(images),
-                    **(settings or {})}
+    run_settings = {"recipe": asdict(recipe), "n_train": len(images)}
+    if is_dataclass(getattr(model, "cfg", None)):  # the model's config, field by field
+        run_settings["model"] = asdict(model.cfg)
+    run_settings |= settings or {}
     return fit(model, step, batches, optimizer=opt, scheduler=sched, config=config,
                checkpoint=checkpoint, settings=run_settings)
 
 
-# %% book/06_vit.md, code cell 29 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 34 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -442,7 +625,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 30 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 35 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
@@ -470,7 +653,7 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 31 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 36 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, top-5, macro precision/recall/F1/AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
@@ -496,15 +679,14 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
             "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 33 (Recipes and checkpoints)
+# %% book/06_vit.md, code cell 38 (Recipes and checkpoints)
 def vit_recipe(profile: str) -> dict:
     """Model settings, training recipe and training-set size of a profile's ViT."""
     model = by_profile(
-        smoke=dict(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
-        cpu=dict(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
-        full=dict(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0),
+        smoke=ViTConfig(d_model=32, depth=2, n_heads=2, d_ff=64, dropout=0.0),
+        cpu=ViTConfig(d_model=128, depth=4, n_heads=4, d_ff=256, dropout=0.0),
+        full=ViTConfig(d_model=384, depth=7, n_heads=12, d_ff=384, dropout=0.0),
         profile=profile)
-    model = dict(image_size=32, patch_size=4, in_channels=3, num_classes=10, **model)
     train = by_profile(
         smoke=ClassifierRecipe(epochs=1, batch_size=50, lr=1e-3),
         cpu=ClassifierRecipe(epochs=4, batch_size=128, lr=2e-3),
@@ -514,7 +696,7 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 42
+# %% book/06_vit.md, code cell 47
 # (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip (a 1x1 conv when the shape changes)."""
@@ -533,22 +715,31 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 43
+# %% book/06_vit.md, code cell 48
 # (Inductive bias, measured: a small CNN with the same budget)
+@dataclass
+class ResNetConfig:
+    """Sizes of the small ResNet."""
+
+    in_channels: int = 3  # C, colour channels
+    num_classes: int = 10
+    widths: tuple = (32, 64, 128)  # channels of the stem and the three stages
+
+
 class SmallResNet(nn.Module):
     """A ResNet for 32x32 images: stem, one residual block per stage, pooling, head."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10,
-                 widths: tuple = (32, 64, 128)):
+    def __init__(self, cfg: ResNetConfig):
         super().__init__()
-        self.in_channels = in_channels
+        self.cfg, self.in_channels = cfg, cfg.in_channels
+        widths = tuple(cfg.widths)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.Conv2d(cfg.in_channels, widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]), nn.ReLU())
         self.blocks = nn.ModuleList(
             ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2)
             for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths)))
-        self.head = nn.Linear(widths[-1], num_classes)
+        self.head = nn.Linear(widths[-1], cfg.num_classes)
 
     def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output and every block's output, each (B, c, h, w)."""
@@ -563,12 +754,12 @@ class SmallResNet(nn.Module):
         return self.head(features.mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 44
+# %% book/06_vit.md, code cell 49
 # (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
     vit = vit_recipe(profile)
     widths = by_profile(smoke=(8, 16, 32), cpu=(16, 32, 64), full=(64, 128, 256),
                         profile=profile)
-    return {"model": dict(in_channels=3, num_classes=10, widths=widths),
+    return {"model": ResNetConfig(widths=widths),
             "train": vit["train"], "n_train": vit["n_train"]}

@@ -44,8 +44,8 @@ def main() -> None:
     seed_everything(0)
     vit_rec, cnn_rec = vit_recipe(profile), cnn_recipe(profile)
     with timer() as t:
-        vit_ips = throughput(VisionTransformer(**vit_rec["model"]), vit_rec["train"], args.steps, device)
-        cnn_ips = throughput(SmallResNet(**cnn_rec["model"]).to(memory_format=torch.channels_last),
+        vit_ips = throughput(VisionTransformer(vit_rec["model"]), vit_rec["train"], args.steps, device)
+        cnn_ips = throughput(SmallResNet(cnn_rec["model"]).to(memory_format=torch.channels_last),
                              cnn_rec["train"], args.steps, device)
     print(f"profile {profile} on {device}: ViT {vit_ips:.0f} images/s, CNN {cnn_ips:.0f} images/s")
     path = save_results("06_vit_benchmark", {"vit_train_images_per_second": vit_ips,

@@ -19,8 +19,10 @@ from annotated.vit import (
     CIFAR10_CLASSES,
     ClassifierRecipe,
     PatchEmbedding,
+    ResNetConfig,
     SmallResNet,
     VisionTransformer,
+    ViTConfig,
     average_ranks,
     classification_metrics,
     load_cifar10,
@@ -183,7 +185,7 @@ def tiny_vit(**kw):
     cfg = dict(image_size=16, patch_size=4, in_channels=3, num_classes=5, d_model=24, depth=2,
                n_heads=3, d_ff=48, dropout=0.0)
     cfg.update(kw)
-    return VisionTransformer(**cfg)
+    return VisionTransformer(ViTConfig(**cfg))
 
 
 def test_vit_shapes_and_attention_rows():
@@ -228,7 +230,7 @@ def test_patch_embedding_refuses_indivisible_image_size():
 
 
 def test_cnn_shapes_and_channel_check():
-    cnn = SmallResNet(widths=(4, 8, 16))
+    cnn = SmallResNet(ResNetConfig(widths=(4, 8, 16)))
     x = torch.randn(2, 3, 32, 32)
     assert cnn(x).shape == (2, 10)
     shapes = [tuple(h.shape[1:]) for h in cnn.hidden_states(x)]

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotated.vit import VisionTransformer, predict
+from annotated.vit import VisionTransformer, ViTConfig, predict
 from annotated.vit_analysis import (
     attention_entropy,
     attention_rollout,
@@ -32,6 +32,9 @@ from annotated.vit_analysis import (
     times_uniform,
     unbiased_hsic,
 )
+
+TINY_3_BLOCKS = ViTConfig(image_size=8, patch_size=4, d_model=8, depth=3, n_heads=2, d_ff=16)
+TINY_16PX = ViTConfig(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2, d_ff=32)
 
 
 def random_attention(*shape, seed=0):
@@ -411,11 +414,9 @@ def test_rank_correlation_bad_input():
 
 def test_randomised_top_down_replaces_one_more_part_each_step():
     torch.manual_seed(0)
-    trained = VisionTransformer(image_size=8, patch_size=4, d_model=8, depth=3, n_heads=2,
-                                d_ff=16)
+    trained = VisionTransformer(TINY_3_BLOCKS)
     torch.manual_seed(1)
-    control = VisionTransformer(image_size=8, patch_size=4, d_model=8, depth=3, n_heads=2,
-                                d_ff=16)
+    control = VisionTransformer(TINY_3_BLOCKS)
     steps = randomised_top_down(trained, control)
     assert [name for name, _ in steps] == ["trained", "head", "block 3", "block 2", "block 1",
                                            "embedding"]
@@ -434,11 +435,9 @@ def test_randomised_top_down_replaces_one_more_part_each_step():
 
 def test_randomised_maps_change_but_the_head_does_not_touch_attention():
     torch.manual_seed(0)
-    trained = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
-                                d_ff=32)
+    trained = VisionTransformer(TINY_16PX)
     torch.manual_seed(1)
-    control = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
-                                d_ff=32)
+    control = VisionTransformer(TINY_16PX)
     x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     maps = [cls_attention_maps(attention_rollout(m.attention_maps(x)))
             for _, m in randomised_top_down(trained, control)]
@@ -486,8 +485,7 @@ def test_own_patch_similarity():
 # ---------------------------------------------------------------- patch explorer
 def test_explorer_rows_match_the_models_attention_maps():
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=16, patch_size=4, d_model=16, depth=2, n_heads=2,
-                              d_ff=32)
+    model = VisionTransformer(TINY_16PX)
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     attention = model.attention_maps(x)[:, 1]  # (L, H, T, T): the second image
     rows = explorer_rows(attention, 4)
