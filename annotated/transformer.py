@@ -538,7 +538,7 @@ def _attend(mha: MultiHeadAttention, query: torch.Tensor, K: torch.Tensor,
 
 def decoder_layer_step(layer: DecoderLayer, y: torch.Tensor, cache: KVCache,
                        i: int) -> torch.Tensor:
-    """Layer i's output (B, 1, d_model) for the newest word's vector y (B, 1, d_model)."""
+    """Layer i's output (B, 1, d_model) for the newest word's vector y (B, 1, d)."""
     def sa(z: torch.Tensor) -> torch.Tensor:
         mha = layer.self_attn  # append k_t, v_t, then attend over k_1..k_t
         cache.self_k[i] = torch.cat([cache.self_k[i], _heads(mha, mha.W_k(z))], dim=2)
