@@ -4,7 +4,9 @@
 
 
 # %% book/05_transformer.md, code cell 3 (The Transformer)
+import functools
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from annotated.attention import (
-    MultiHeadAttention, causal_mask, copy_from_torch_mha, padding_mask)
+    MultiHeadAttention, causal_mask, copy_from_torch_mha, padding_mask,
+    scaled_dot_product_attention)
 
 
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
@@ -71,13 +74,14 @@ class PositionalEncoding(nn.Module):
                                  persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.size(1)  # x: (B, T, d_model)
-        if T > self.max_len:
-            raise ValueError(f"sequence of length {T} is longer than the positional "
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x (B, T, d_model) holds positions offset, ..., offset + T - 1."""
+        end = offset + x.size(1)
+        if end > self.max_len:
+            raise ValueError(f"sequence of length {end} is longer than the positional "
                              f"table (max_len={self.max_len}); build the model with a "
                              "larger max_len")
-        return self.dropout(x + self.table[:T])
+        return self.dropout(x + self.table[offset:end])
 
 
 # %% book/05_transformer.md, code cell 8 (The encoder layer)
@@ -461,11 +465,13 @@ def copy_from_torch(ours: Transformer, theirs: TorchTransformer) -> None:
 
 # %% book/05_transformer.md, code cell 27 (Decoding: greedy search and beam search)
 def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
-                       beam_size: int = 1) -> None:
+                       beam_size: int = 1, length_penalty: float = 0.0) -> None:
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}")
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty!r}")
     check_tokens(src, model.src_embed.vocab_size, "src")
 
 
@@ -483,7 +489,94 @@ def _eval_mode(fn: Callable) -> Callable:
     return wrapper
 
 
-# %% book/05_transformer.md, code cell 28 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 29 (Incremental decoding: a key/value cache)
+@dataclass
+class KVCache:
+    """What incremental decoding keeps between steps, one tensor per decoder layer."""
+
+    self_k: list[torch.Tensor]  # (B, h, t, d_k): keys of the t target words so far
+    self_v: list[torch.Tensor]  # (B, h, t, d_k): their values
+    cross_k: list[torch.Tensor]  # (B, h, S, d_k): the memory's keys, computed once
+    cross_v: list[torch.Tensor]  # (B, h, S, d_k): the memory's values
+    keep: torch.Tensor  # (B, t): True at the cached words that are not <pad>
+    src_mask: torch.Tensor  # (B, 1, 1, S): the source padding mask
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """The cache of batch rows `rows` (B',): reorders beams, drops sentences."""
+        pick = lambda xs: [x[rows] for x in xs]  # noqa: E731
+        return KVCache(pick(self.self_k), pick(self.self_v), pick(self.cross_k),
+                       pick(self.cross_v), self.keep[rows], self.src_mask[rows])
+
+
+def _heads(mha: MultiHeadAttention, x: torch.Tensor) -> torch.Tensor:
+    B, T, _ = x.shape  # (B, T, d_model) -> (B, h, T, d_k)
+    return x.view(B, T, mha.n_heads, mha.d_k).transpose(1, 2)
+
+
+def start_cache(model: "Transformer", memory: torch.Tensor,
+                src_mask: torch.Tensor) -> KVCache:
+    """A cache with the memory's keys and values and no target word yet."""
+    layers = model.decoder.layers
+    mha = layers[0].self_attn
+    empty = memory.new_zeros(memory.size(0), mha.n_heads, 0, mha.d_k)  # (B, h, 0, d_k)
+    return KVCache(
+        self_k=[empty] * len(layers), self_v=[empty] * len(layers),
+        cross_k=[_heads(lay.cross_attn, lay.cross_attn.W_k(memory)) for lay in layers],
+        cross_v=[_heads(lay.cross_attn, lay.cross_attn.W_v(memory)) for lay in layers],
+        keep=torch.zeros(memory.size(0), 0, dtype=torch.bool, device=memory.device),
+        src_mask=src_mask)
+
+
+# %% book/05_transformer.md, code cell 30 (Incremental decoding: a key/value cache)
+def _attend(mha: MultiHeadAttention, query: torch.Tensor, K: torch.Tensor,
+            V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """mha's output (B, 1, d_model) for one query position against cached K, V."""
+    Q = _heads(mha, mha.W_q(query))  # (B, h, 1, d_k)
+    out, mha.attn = scaled_dot_product_attention(Q, K, V, mask, mha.dropout)
+    return mha.W_o(out.transpose(1, 2).reshape(query.shape))  # (B, 1, d_model)
+
+
+def decoder_layer_step(layer: DecoderLayer, y: torch.Tensor, cache: KVCache,
+                       i: int) -> torch.Tensor:
+    """Layer i's output (B, 1, d_model) for the newest word's vector y (B, 1, d)."""
+    def sa(z: torch.Tensor) -> torch.Tensor:
+        mha = layer.self_attn  # append k_t, v_t, then attend over k_1..k_t
+        cache.self_k[i] = torch.cat([cache.self_k[i], _heads(mha, mha.W_k(z))], dim=2)
+        cache.self_v[i] = torch.cat([cache.self_v[i], _heads(mha, mha.W_v(z))], dim=2)
+        keep = cache.keep[:, None, None, :]  # (B, 1, 1, t): no <pad> keys
+        return layer.dropout1(_attend(mha, z, cache.self_k[i], cache.self_v[i], keep))
+    ca = lambda z: layer.dropout2(_attend(  # noqa: E731
+        layer.cross_attn, z, cache.cross_k[i], cache.cross_v[i], cache.src_mask))
+    ff = lambda z: layer.dropout3(layer.ff(z))  # noqa: E731
+    if layer.norm_first:
+        y = y + sa(layer.norm1(y))
+        y = y + ca(layer.norm2(y))
+        return y + ff(layer.norm3(y))
+    y = layer.norm1(y + sa(y))
+    y = layer.norm2(y + ca(y))
+    return layer.norm3(y + ff(y))
+
+
+def decode_step(model: "Transformer", word: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+    """Logits (B, V) of the word after `word` (B,), the words before it in `cache`."""
+    t = cache.keep.size(1)  # words already cached: `word` sits at position t
+    cache.keep = torch.cat([cache.keep, (word != model.pad_idx)[:, None]], dim=1)
+    y = model.tgt_positions(model.tgt_embed(word[:, None]), offset=t)  # (B, 1, d)
+    for i, layer in enumerate(model.decoder.layers):
+        y = decoder_layer_step(layer, y, cache, i)
+    return model.generator(model.decoder.norm(y))[:, 0]  # (B, V)
+
+
+def _next_logits(model: "Transformer", ys: torch.Tensor, memory: torch.Tensor,
+                 src_mask: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """Logits (B, V) of the word after the prefix ys (B, t), cached or recomputed."""
+    if cache is None:  # the reference: the whole prefix through every layer again
+        return model.decode(ys, memory, src_mask)[:, -1]
+    return decode_step(model, ys[:, -1], cache)
+
+
+# %% book/05_transformer.md, code cell 32 (Incremental decoding: a key/value cache)
 def _pad_after_eos(tokens: torch.Tensor, eos_idx: int, pad_idx: int) -> torch.Tensor:
     """Replace every token after the first <eos> of each row by <pad>."""
     is_eos = (tokens == eos_idx).long()  # (B, L)
@@ -500,7 +593,7 @@ def _never_pad_or_sos(logits: torch.Tensor, pad_idx: int, sos_idx: int) -> torch
 
 @_eval_mode
 def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: int,
-                  eos_idx: int) -> torch.Tensor:
+                  eos_idx: int, use_cache: bool = True) -> torch.Tensor:
     """Greedy output (B, <= max_len) for src (B, S): no <sos>, <pad> after <eos>."""
     _check_decode_args(model, src, max_len)
     pad = model.pad_idx
@@ -509,11 +602,12 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
         logits = _never_pad_or_sos(all_logits, pad, sos_idx)
         return _pad_after_eos(logits.argmax(-1), eos_idx, pad)
     memory, src_mask = model.encode(src)  # (B, S, d_model), (B, 1, 1, S)
+    cache = start_cache(model, memory, src_mask) if use_cache else None
     ys = torch.full((src.size(0), 1), sos_idx, dtype=torch.long,
                     device=src.device)  # (B, 1)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     for _ in range(max_len):
-        last = model.decode(ys, memory, src_mask)[:, -1]  # (B, V)
+        last = _next_logits(model, ys, memory, src_mask, cache)  # (B, V)
         logits = _never_pad_or_sos(last, pad, sos_idx)
         next_word = logits.argmax(-1)  # (B,)
         next_word = next_word.masked_fill(done, pad)
@@ -524,59 +618,76 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
     return ys[:, 1:]
 
 
-# %% book/05_transformer.md, code cell 29 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 33 (Incremental decoding: a key/value cache)
+def _merge_finished(scores: torch.Tensor, tokens: torch.Tensor, new: torch.Tensor,
+                    seqs: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of the finished (b, k) and new (b, c) hypotheses: scores, tokens."""
+    k, L = tokens.shape[1:]  # tokens: (b, k, L); seqs: (b, c, t) with t <= L
+    seqs = F.pad(seqs, (0, L - seqs.size(-1)), value=pad)  # (b, c, L)
+    all_scores = torch.cat([scores, new], dim=1)  # (b, k + c)
+    all_tokens = torch.cat([tokens, seqs], dim=1)  # (b, k + c, L)
+    all_tokens = all_tokens.masked_fill(all_scores[..., None] == float("-inf"), pad)
+    scores, best = all_scores.topk(k, dim=1)  # sorted, best first
+    return scores, all_tokens.gather(1, best[..., None].expand(-1, -1, L))
+
+
+def _penalty(length: int, alpha: float) -> float:
+    return ((5.0 + length) / 6.0) ** alpha  # GNMT's lp for |y| = length
+
+
+# %% book/05_transformer.md, code cell 34 (Incremental decoding: a key/value cache)
 @_eval_mode
 def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int,
                 sos_idx: int, eos_idx: int, length_penalty: float = 0.6,
-                return_all: bool = False):
+                return_all: bool = False, use_cache: bool = True,
+                early_stopping: bool = True):
     """Beam-search translations (B, <= max_len); return_all: (B, k, L) beams, scores."""
-    _check_decode_args(model, src, max_len, beam_size)
+    _check_decode_args(model, src, max_len, beam_size, length_penalty)
     B, k, pad, device = src.size(0), beam_size, model.pad_idx, src.device
     memory, src_mask = model.encode(src)
     memory = memory.repeat_interleave(k, 0)  # (B k, S, d_model)
     src_mask = src_mask.repeat_interleave(k, 0)  # (B k, 1, 1, S)
+    cache = start_cache(model, memory, src_mask) if use_cache else None
     ys = torch.full((B * k, 1), sos_idx, dtype=torch.long, device=device)  # (B k, 1)
-    scores = torch.full((B, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam at first, so step 1 does not pick k copies
-    finished = torch.zeros(B, k, dtype=torch.bool, device=device)
-    alive = torch.arange(B, device=device)  # which sentences are still being searched
-    out = torch.full((B, k, max_len), pad, dtype=torch.long, device=device)
-    final = torch.zeros(B, k, device=device)
+    alive = torch.full((B, k), float("-inf"), device=device)  # live beams' log p
+    alive[:, 0] = 0.0  # one live beam at first, so step 1 does not pick k copies
+    fin_scores = torch.full((B, k), float("-inf"), device=device)  # normalised
+    fin_tokens = torch.full((B, k, max_len), pad, dtype=torch.long, device=device)
+    todo = torch.arange(B, device=device)  # the sentences still being searched
     for step in range(max_len):
-        b = alive.numel()
-        last = model.decode(ys, memory, src_mask)[:, -1]  # (b k, V)
-        logits = _never_pad_or_sos(last, pad, sos_idx)
-        logp = logits.log_softmax(-1)  # (b k, V)
+        b = todo.numel()
+        logits = _never_pad_or_sos(_next_logits(model, ys, memory, src_mask, cache),
+                                   pad, sos_idx)
+        logp = logits.log_softmax(-1).view(b, k, -1)  # (b, k, V)
         V = logp.size(-1)
-        logp = logp.view(b, k, V).masked_fill(finished[..., None], float("-inf"))
-        # frozen beams continue with <pad>, for free
-        logp[..., pad] = torch.where(finished, 0.0, logp[..., pad])
-        candidates = (scores[..., None] + logp).view(b, k * V)  # (b, k V)
-        scores, index = candidates.topk(k, dim=-1)  # (b, k)
-        beam, word = index // V, index % V
-        rows = (beam + torch.arange(b, device=device)[:, None] * k).view(-1)
-        ys = torch.cat([ys[rows], word.view(-1, 1)], dim=1)  # (b k, step + 2)
-        finished = finished.gather(1, beam) | (word == eos_idx)
-        last_step = step == max_len - 1
-        done = torch.ones_like(finished[:, 0]) if last_step else finished.all(1)  # (b,)
-        if done.any():  # store the finished sentences and drop them from the batch
-            out[alive[done], :, : step + 1] = ys.view(b, k, -1)[done, :, 1:]
-            final[alive[done]] = scores[done]
-            keep = ~done
-            alive, scores, finished = alive[keep], scores[keep], finished[keep]
-            keep_rows = keep.repeat_interleave(k)
-            ys, memory, src_mask = ys[keep_rows], memory[keep_rows], src_mask[keep_rows]
-            if alive.numel() == 0:
-                break
-    lengths = (out != pad).sum(-1)  # (B, k)
-    out = out[..., : int(lengths.max())]
-    normalised = final / ((5.0 + lengths.float()) / 6.0) ** length_penalty
-    normalised, order = normalised.sort(dim=1, descending=True)
-    out = out.gather(1, order[..., None].expand_as(out))
-    return (out, normalised) if return_all else out[:, 0]
+        cand, index = (alive[..., None] + logp).view(b, k * V).topk(2 * k, dim=-1)
+        rows = index // V + torch.arange(b, device=device)[:, None] * k  # (b, 2k)
+        word = index % V  # (b, 2k)
+        seqs = torch.cat([ys[rows.view(-1)], word.view(-1, 1)], dim=1)  # (b 2k, t+1)
+        ends = (word == eos_idx) | (step == max_len - 1)  # at max_len all end
+        normalised = (cand / _penalty(step + 1, length_penalty)).masked_fill(
+            ~ends, float("-inf"))
+        fin_scores[todo], fin_tokens[todo] = _merge_finished(
+            fin_scores[todo], fin_tokens[todo], normalised,
+            seqs.view(b, 2 * k, -1)[..., 1:], pad)
+        alive, pick = cand.masked_fill(ends, float("-inf")).topk(k, dim=-1)  # (b, k)
+        rows = rows.gather(1, pick).view(-1)  # (b k,): the rows the beams came from
+        ys = torch.cat([ys[rows], word.gather(1, pick).view(-1, 1)], dim=1)
+        cache = cache.select(rows) if cache is not None else None
+        best_possible = alive[:, 0] / _penalty(max_len, length_penalty)  # (b,)
+        done = (fin_scores[todo, -1] > best_possible) & early_stopping
+        if step == max_len - 1 or done.all():
+            break
+        if done.any():  # drop the finished sentences' rows from the batch
+            todo, alive = todo[~done], alive[~done]
+            keep = (~done).repeat_interleave(k)
+            ys, memory, src_mask = ys[keep], memory[keep], src_mask[keep]
+            cache = cache.select(keep) if cache is not None else None
+    out = fin_tokens[..., : max(int((fin_tokens != pad).sum(-1).max()), 1)]
+    return (out, fin_scores) if return_all else out[:, 0]
 
 
-# %% book/05_transformer.md, code cell 31 (Looking inside: attention maps)
+# %% book/05_transformer.md, code cell 36 (Looking inside: attention maps)
 def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
     """The last forward pass's attention weights per kind: a (B, h, q, k) per layer."""
     encoder, decoder = model.encoder.layers, model.decoder.layers
@@ -585,7 +696,7 @@ def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
             "cross-attention": [layer.cross_attn.attn for layer in decoder]}
 
 
-# %% book/05_transformer.md, code cell 32 (Training recipe)
+# %% book/05_transformer.md, code cell 37 (Training recipe)
 def noam_schedule(optimizer: torch.optim.Optimizer,
                   warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to the optimizer's lr over `warmup` steps, then 1/sqrt decay."""
@@ -596,19 +707,61 @@ def noam_schedule(optimizer: torch.optim.Optimizer,
         lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
 
-# %% book/05_transformer.md, code cell 33 (Training recipe)
-def greedy_search(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
+# %% book/05_transformer.md, code cell 38 (Training recipe)
+def greedy_search(model: nn.Module, src: torch.Tensor, max_len: int,
+                  use_cache: bool = True) -> torch.Tensor:
     """translate()'s decode for a Transformer: greedy search."""
     from annotated.translation import EOS_IDX, SOS_IDX
 
-    return greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX)
+    return greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX, use_cache)
 
 
-def beam_search_decoder(beam_size: int, length_penalty: float = 0.6) -> Callable:
+def beam_search_decoder(beam_size: int, length_penalty: float = 0.6,
+                        use_cache: bool = True) -> Callable:
     """translate()'s decode for a Transformer: beam search of `beam_size` beams."""
     from annotated.translation import EOS_IDX, SOS_IDX
 
     def decode(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
         return beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX,
-                           length_penalty)
+                           length_penalty, use_cache=use_cache)
     return decode
+
+
+# %% book/05_transformer.md, code cell 53 (What the cache buys)
+def _seconds(fn: Callable, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def decode_step_seconds(model: Transformer, src: torch.Tensor, prefix_len: int,
+                        repeats: int = 5) -> dict[str, float]:
+    """Seconds of one decoding step after `prefix_len` words, cached and recomputed.
+
+    The two alternate run by run; medians and the ratio's median, min and max.
+    """
+    model.eval()
+    memory, src_mask = model.encode(src)
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(4, model.cfg.tgt_vocab, (src.size(0), prefix_len + 1),
+                          generator=g).to(src.device)  # (B, t + 1)
+    cache = start_cache(model, memory, src_mask)
+    for t in range(prefix_len):
+        decode_step(model, words[:, t], cache)
+    every_row = torch.arange(src.size(0), device=src.device)
+    cached, recomputed = [], []
+    for _ in range(repeats):
+        fresh = cache.select(every_row)  # a copy: each run appends to its own
+        cached.append(_seconds(functools.partial(decode_step, model, words[:, -1],
+                                                 fresh), src.device))
+        recomputed.append(_seconds(lambda: model.decode(words, memory, src_mask),
+                                   src.device))
+    ratios = sorted(r / c for r, c in zip(recomputed, cached))
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    return {"cached_s": median(cached), "recomputed_s": median(recomputed),
+            "ratio": median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict
 
 import pytest
@@ -24,9 +25,11 @@ from annotated.transformer import (
     beam_search,
     copy_encoder_layer_from_torch,
     copy_from_torch,
+    decode_step,
     greedy_decode,
     sinusoidal_table,
     source_mask,
+    start_cache,
     target_mask,
 )
 
@@ -156,6 +159,8 @@ def test_bad_decoding_arguments():
         beam_search(model, src, 2, 0, SOS, EOS)
     with pytest.raises(ValueError, match="max_len must be an integer >= 1, got -3"):
         greedy_decode(model, src, -3, SOS, EOS)
+    with pytest.raises(ValueError, match="length_penalty must be >= 0, got -0.5"):
+        beam_search(model, src, 2, 5, SOS, EOS, length_penalty=-0.5)
 
 
 # ---------------------------------------------------------------- equivalence with nn.Transformer
@@ -255,16 +260,140 @@ def _logprob_of(model: Transformer, src: torch.Tensor, hyp: torch.Tensor) -> tor
     logits = model(src, inp)
     logits[..., [PAD, SOS]] = float("-inf")  # the decoders never emit these two
     logp = logits.log_softmax(-1).gather(-1, hyp[..., None]).squeeze(-1)
-    return (logp * (hyp != PAD)).sum(-1)
+    return logp.masked_fill(hyp == PAD, 0.0).sum(-1)
+
+
+def _normalised(logp: torch.Tensor, hyp: torch.Tensor, alpha: float) -> torch.Tensor:
+    """GNMT's length-normalised score of each hypothesis, |y| counting the <eos>."""
+    return logp / ((5.0 + (hyp != PAD).sum(-1).float()) / 6.0) ** alpha
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_beam_one_equals_greedy(norm_first):
+def test_beam_one_is_never_worse_than_greedy(norm_first):
+    """With finished hypotheses set aside, one beam keeps greedy's output as a candidate.
+
+    (Before GNMT's set-aside rule, beam 1 equalled greedy: a finished beam blocked the
+    search. Now greedy's hypothesis is one of beam 1's finished candidates, so beam 1
+    scores at least as well, and equals greedy where greedy's is the best.)
+    """
     model = _toy(norm_first, seed=6)
     src, _ = _batch(6, B=6)
     greedy = greedy_decode(model, src, 10, SOS, EOS)
     assert greedy.shape[0] == 6 and greedy.shape[1] <= 10
-    assert torch.equal(beam_search(model, src, 1, 10, SOS, EOS), greedy)
+    for alpha in (0.0, 0.6):
+        beam = beam_search(model, src, 1, 10, SOS, EOS, length_penalty=alpha)
+        ours = _normalised(_logprob_of(model, src, beam), beam, alpha)
+        theirs = _normalised(_logprob_of(model, src, greedy), greedy, alpha)
+        assert (ours >= theirs - 1e-5).all()
+
+
+def _all_hypotheses(words: list[int], max_len: int) -> list[list[int]]:
+    """Every output the decoders can write: ends in <eos>, or max_len words without."""
+    hyps = [[*w, EOS] for n in range(max_len) for w in itertools.product(words, repeat=n)]
+    return hyps + [list(w) for w in itertools.product(words, repeat=max_len)]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
+def test_beam_search_matches_exhaustive_search(alpha):
+    """A beam wide enough to hold every prefix finds the k best of all outputs, by
+    GNMT's normalised score: the brute-force ranking of every sequence."""
+    torch.manual_seed(13)
+    cfg = TransformerConfig(8, 7, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0)
+    model = Transformer(cfg).eval()
+    src = torch.tensor([[4, 5, 6, 7], [5, 4, PAD, PAD], [7, 7, 6, PAD]])
+    max_len, k = 4, 64  # 4 emittable words (<unk> and 4-6): 4^3 = 64 prefixes of 3
+    beams, scores = beam_search(model, src, k, max_len, SOS, EOS, length_penalty=alpha,
+                                return_all=True)
+    hyps = _all_hypotheses([0, 4, 5, 6], max_len)
+    table = torch.full((len(hyps), max_len + 1), PAD)
+    for i, h in enumerate(hyps):
+        table[i, : len(h)] = torch.tensor(h)
+    table = table[:, :max_len]  # the longest outputs have no <eos>
+    for b in range(src.size(0)):
+        with torch.no_grad():
+            logp = _logprob_of(model, src[b:b + 1].expand(len(hyps), -1), table)
+        exact = _normalised(logp, table, alpha)
+        best, order = exact.sort(descending=True)
+        torch.testing.assert_close(scores[b], best[:k], atol=1e-5, rtol=0)
+        assert torch.equal(beams[b, 0], table[order[0], : beams.size(2)])
+
+
+def test_beam_search_stops_early_without_changing_the_result():
+    """The stopping bound (k-th finished beats the best any live beam can reach) is
+    exact: stopping early gives what searching to max_len gives, in fewer steps."""
+    model = _toy(seed=14)
+    with torch.no_grad():
+        model.generator.bias[EOS] += 4.0  # <eos> likely: hypotheses finish early
+    calls = []
+    model.generator.register_forward_hook(lambda *args: calls.append(1))
+    src, _ = _batch(14, B=5)
+    results = {}
+    for early in (True, False):
+        calls.clear()
+        results[early] = beam_search(model, src, 3, 20, SOS, EOS, return_all=True,
+                                     early_stopping=early)
+        results[early] += (len(calls),)
+    (beams, scores, n_early), (ref_beams, ref_scores, n_full) = results[True], results[False]
+    assert torch.equal(beams, ref_beams)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-6, rtol=0)
+    assert n_early < n_full == 20, (n_early, n_full)
+
+
+# ---------------------------------------------------------------- incremental decoding (KV cache)
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_cached_step_logits_equal_recomputed_logits(norm_first):
+    """At every step of greedy decoding, with source padding and <pad> after <eos> in the
+    batch, the cached logits equal model.decode's on the whole prefix (to 1e-5)."""
+    model = _toy(norm_first, seed=15)
+    with torch.no_grad():
+        model.generator.bias[EOS] += 2.0  # some sentences finish, then go on with <pad>
+    src, _ = _batch(15, B=6)
+    out = greedy_decode(model, src, 12, SOS, EOS)
+    assert (out == PAD).any() and (src == PAD).any()
+    ys = torch.cat([torch.full((6, 1), SOS), out], dim=1)
+    with torch.no_grad():
+        memory, src_mask = model.encode(src)
+        cache = start_cache(model, memory, src_mask)
+        for t in range(ys.size(1)):
+            cached = decode_step(model, ys[:, t], cache)
+            recomputed = model.decode(ys[:, : t + 1], memory, src_mask)[:, -1]
+            torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=0)
+    assert cache.self_k[0].shape == (6, 4, ys.size(1), 8)  # (B, h, t, d_k)
+    assert cache.cross_k[1].shape == (6, 4, src.size(1), 8)  # (B, h, S, d_k)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_cached_decoding_equals_uncached(norm_first):
+    """Greedy and beam search give the same words and scores with and without the cache
+    (beams re-ranked, sentences dropped as they finish, padding in the batch)."""
+    model = _toy(norm_first, seed=16)
+    with torch.no_grad():
+        model.generator.bias[EOS] += 2.0
+    src, _ = _batch(16, B=6)
+    assert torch.equal(greedy_decode(model, src, 15, SOS, EOS),
+                       greedy_decode(model, src, 15, SOS, EOS, use_cache=False))
+    for k, alpha in ((1, 0.6), (4, 0.0), (4, 1.0)):
+        beams, scores = beam_search(model, src, k, 15, SOS, EOS, alpha, return_all=True)
+        ref_beams, ref_scores = beam_search(model, src, k, 15, SOS, EOS, alpha,
+                                            return_all=True, use_cache=False)
+        assert torch.equal(beams, ref_beams)
+        torch.testing.assert_close(scores, ref_scores, atol=1e-5, rtol=0)
+
+
+def test_cache_select_and_positions_offset():
+    model = _toy(seed=17)
+    src, _ = _batch(17)
+    memory, src_mask = model.encode(src)
+    cache = start_cache(model, memory, src_mask)
+    decode_step(model, torch.full((4,), SOS), cache)
+    picked = cache.select(torch.tensor([2, 2, 0]))
+    assert picked.keep.shape == (3, 1) and picked.self_k[1].shape == (3, 4, 1, 8)
+    torch.testing.assert_close(picked.cross_v[0][1], cache.cross_v[0][2])
+    pe = PositionalEncoding(8, max_len=10, dropout=0.0)
+    x = torch.randn(2, 10, 8)
+    torch.testing.assert_close(pe(x[:, 6:7], offset=6), pe(x)[:, 6:7])
+    with pytest.raises(ValueError, match="length 11 .*max_len=10"):
+        pe(x[:, :2], offset=9)
 
 
 def test_greedy_matches_step_by_step_argmax():
