@@ -5,10 +5,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotated.seq2seq import (ATTENTIONS, CELLS, RecipeConfig, Seq2Seq, Seq2SeqConfig,
-                               bleu_from_statistics, bleu_statistics, paired_bootstrap)
-from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, TranslationDataset, Vocab,
-                                   sacrebleu_corpus, translate)
+from annotated.seq2seq import (
+    ATTENTIONS,
+    CELLS,
+    RecipeConfig,
+    Seq2Seq,
+    Seq2SeqConfig,
+    bleu_from_statistics,
+    bleu_statistics,
+    paired_bootstrap,
+)
+from annotated.translation import (
+    EOS_IDX,
+    PAD_IDX,
+    SOS_IDX,
+    TranslationDataset,
+    Vocab,
+    sacrebleu_corpus,
+    translate,
+)
 
 VARIANTS = [(c, a) for c in CELLS for a in ATTENTIONS]
 
