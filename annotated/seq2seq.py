@@ -9,6 +9,7 @@ From book/03_seq2seq.md.
 # %% book/03_seq2seq.md, code cell 3
 # (Sequence to sequence: RNN and LSTM translators, with and without attention)
 import functools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -61,7 +62,7 @@ class Seq2SeqConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-# %% book/03_seq2seq.md, code cell 5 (The encoder)
+# %% book/03_seq2seq.md, code cell 7 (The encoder)
 def _merge_directions(h: torch.Tensor) -> torch.Tensor:
     """(directions, B, H / directions) -> (B, H): the final states, concatenated."""
     return h.transpose(0, 1).reshape(h.size(1), -1)
@@ -104,7 +105,7 @@ class Encoder(nn.Module):
         return keys, _merge_directions(state)
 
 
-# %% book/03_seq2seq.md, code cell 7 (The decoder, and where attention enters)
+# %% book/03_seq2seq.md, code cell 9 (The decoder, and where attention enters)
 def _hidden(state) -> torch.Tensor:
     """The hidden state s of an RNN state s or an LSTM state (s, c)."""
     return state[0] if isinstance(state, tuple) else state
@@ -158,7 +159,7 @@ class Decoder(nn.Module):
         return self.out(self.dropout(hidden))  # (..., V)
 
 
-# %% book/03_seq2seq.md, code cell 9 (The encoder-decoder)
+# %% book/03_seq2seq.md, code cell 12 (The encoder-decoder)
 class Seq2Seq(nn.Module):
     """Encoder-decoder translator with an RNN or LSTM cell and optional attention."""
 
@@ -249,7 +250,7 @@ class Seq2Seq(nn.Module):
         return (tokens, attn) if return_attention else tokens
 
 
-# %% book/03_seq2seq.md, code cell 10 (The encoder-decoder)
+# %% book/03_seq2seq.md, code cell 13 (The encoder-decoder)
 def _check_src(src: torch.Tensor, cfg: Seq2SeqConfig) -> None:
     if not isinstance(src, torch.Tensor) or src.dim() != 2 or src.dtype != torch.long:
         desc = type(src).__name__
@@ -279,7 +280,7 @@ def _check_tgt(tgt_in: torch.Tensor, src: torch.Tensor, cfg: Seq2SeqConfig) -> N
                          f"got max {int(tgt_in.max())}")
 
 
-# %% book/03_seq2seq.md, code cell 14 (Training the four models)
+# %% book/03_seq2seq.md, code cell 17 (Training the five models)
 @dataclass
 class RecipeConfig:
     """How a Seq2Seq model is trained (on top of the appendix's TrainConfig)."""
@@ -298,7 +299,7 @@ class RecipeConfig:
                              f"in (0, 1), got {self.epochs}")
 
 
-# %% book/03_seq2seq.md, code cell 15 (Training the four models)
+# %% book/03_seq2seq.md, code cell 18 (Training the five models)
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
                   checkpoint=None, verbose: bool = True) -> dict:
     """Adam, a one-cycle schedule and training.fit (resumable at `checkpoint`)."""
@@ -318,3 +319,71 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                optimizer=optimizer, scheduler=scheduler, config=config,
                checkpoint=checkpoint,
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
+
+
+# %% book/03_seq2seq.md, code cell 25 (Measuring them)
+def bleu_statistics(hypotheses: Sequence[str],
+                    references: Sequence[str]) -> torch.Tensor:
+    """Per-sentence sacreBLEU statistics (N, 10): hypothesis and reference lengths,
+    then the n-gram matches and totals for n = 1..4 (case-insensitive, 13a)."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but "
+                         f"{len(references)} references")
+    if not hypotheses:
+        raise ValueError("BLEU of an empty corpus is undefined")
+    stats = _bleu()._extract_corpus_statistics(list(hypotheses), [list(references)])
+    return torch.tensor(stats, dtype=torch.long)
+
+
+def bleu_from_statistics(stats: torch.Tensor) -> float:
+    """Corpus sacreBLEU from statistics (N, 10) summed over the sentences."""
+    return _bleu()._compute_score_from_stats(stats.sum(0).tolist()).score
+
+
+@functools.cache
+def _bleu():
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(lowercase=True)  # chapter 2's sacrebleu_corpus
+
+
+@dataclass
+class BleuDifference:
+    """BLEU(a) - BLEU(b) on the test set, and its paired-bootstrap spread."""
+
+    diff: float  # on the whole test set
+    low: float  # 95 % interval of the difference over resampled test sets
+    high: float
+    a_ahead: float  # share of the resamples in which a scores higher
+    sentences: int
+
+    @property
+    def separated(self) -> bool:
+        """Does the interval exclude zero?"""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return (f"{self.diff:+.1f} BLEU (95 % interval {self.low:+.1f} to "
+                f"{self.high:+.1f}, {self.sentences} sentences)")
+
+
+def paired_bootstrap(hyps_a: Sequence[str], hyps_b: Sequence[str],
+                     references: Sequence[str], samples: int = 1000,
+                     seed: int = 0) -> BleuDifference:
+    """Koehn's paired bootstrap: both systems scored on the same resampled test sets."""
+    if len(hyps_a) != len(hyps_b):
+        raise ValueError(f"{len(hyps_a)} hypotheses for a, {len(hyps_b)} for b")
+    if samples < 10:
+        raise ValueError(f"samples must be at least 10, got {samples}")
+    stats_a = bleu_statistics(hyps_a, references)  # (N, 10)
+    stats_b = bleu_statistics(hyps_b, references)
+    n = len(references)
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(n, (samples, n), generator=generator)  # sentence indices
+    diffs = torch.tensor([bleu_from_statistics(stats_a[d])
+                          - bleu_from_statistics(stats_b[d]) for d in draws],
+                         dtype=torch.float64)  # (samples,)
+    low, high = torch.quantile(diffs, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    diff = bleu_from_statistics(stats_a) - bleu_from_statistics(stats_b)
+    ahead = float((diffs > 0).double().mean())
+    return BleuDifference(diff, float(low), float(high), ahead, n)

@@ -5,8 +5,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotated.seq2seq import ATTENTIONS, CELLS, RecipeConfig, Seq2Seq, Seq2SeqConfig
-from annotated.translation import EOS_IDX, PAD_IDX, SOS_IDX, TranslationDataset, Vocab, translate
+from annotated.seq2seq import (
+    ATTENTIONS,
+    CELLS,
+    RecipeConfig,
+    Seq2Seq,
+    Seq2SeqConfig,
+    bleu_from_statistics,
+    bleu_statistics,
+    paired_bootstrap,
+)
+from annotated.translation import (
+    EOS_IDX,
+    PAD_IDX,
+    SOS_IDX,
+    TranslationDataset,
+    Vocab,
+    sacrebleu_corpus,
+    translate,
+)
 
 VARIANTS = [(c, a) for c in CELLS for a in ATTENTIONS]
 
@@ -208,3 +225,75 @@ def test_model_rejects_bad_input_with_shapes():
         model.greedy_decode(src, max_len=0)
     with pytest.raises(ValueError, match="src is empty"):
         model.greedy_decode(torch.zeros((0, 3), dtype=torch.long), max_len=3)
+
+
+# --- the paired bootstrap over test sentences ------------------------------------------------------
+
+WORDS = [f"w{i}" for i in range(60)]
+
+
+def corpus(n=300, seed=0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, 16, (n,), generator=g).tolist()
+    return [" ".join(WORDS[i] for i in torch.randint(60, (k,), generator=g).tolist())
+            for k in lengths]
+
+
+def noisy(sentences, p, seed) -> list[str]:
+    """Each word replaced by a random one with probability p."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in sentences:
+        words = s.split()
+        swap = (torch.rand(len(words), generator=g) < p).tolist()
+        new = torch.randint(60, (len(words),), generator=g).tolist()
+        out.append(" ".join(WORDS[j] if sw else w for w, sw, j in zip(words, swap, new)))
+    return out
+
+
+def test_bleu_from_statistics_is_sacrebleu_on_any_resample():
+    refs = corpus()
+    hyps = noisy(refs, 0.3, 1)
+    stats = bleu_statistics(hyps, refs)
+    assert stats.shape == (300, 10)
+    assert abs(bleu_from_statistics(stats) - sacrebleu_corpus(hyps, refs)[0]) < 1e-9
+    draw = torch.randint(300, (300,), generator=torch.Generator().manual_seed(3))
+    resampled = sacrebleu_corpus([hyps[i] for i in draw], [refs[i] for i in draw])[0]
+    assert abs(bleu_from_statistics(stats[draw]) - resampled) < 1e-9  # independent route
+
+
+def test_a_system_against_itself_differs_by_exactly_zero():
+    refs = corpus()
+    hyps = noisy(refs, 0.3, 1)
+    d = paired_bootstrap(hyps, hyps, refs, samples=50)
+    assert d.diff == d.low == d.high == 0.0 and not d.separated and d.a_ahead == 0.0
+
+
+def test_two_equally_noisy_copies_are_not_separated_and_the_interval_is_wide():
+    refs = corpus()
+    d = paired_bootstrap(noisy(refs, 0.3, 1), noisy(refs, 0.3, 2), refs, samples=300)
+    assert abs(d.diff) < 1.5
+    assert d.low < 0 < d.high and not d.separated
+    assert d.high - d.low > 1.0  # 300 sentences cannot resolve a fraction of a point
+    assert 0.05 < d.a_ahead < 0.95
+
+
+def test_a_much_better_system_is_separated():
+    refs = corpus()
+    d = paired_bootstrap(noisy(refs, 0.1, 1), noisy(refs, 0.5, 2), refs, samples=300)
+    assert d.separated and d.low > 10 and d.a_ahead == 1.0
+    reverse = paired_bootstrap(noisy(refs, 0.5, 2), noisy(refs, 0.1, 1), refs, samples=300)
+    assert reverse.separated and reverse.high < -10
+    assert abs(reverse.diff + d.diff) < 1e-9
+
+
+def test_paired_bootstrap_rejects_bad_input():
+    refs = corpus(20)
+    with pytest.raises(ValueError, match="20 hypotheses for a, 19 for b"):
+        paired_bootstrap(refs, refs[:19], refs)
+    with pytest.raises(ValueError, match="20 hypotheses but 19 references"):
+        paired_bootstrap(refs, refs, refs[:19])
+    with pytest.raises(ValueError, match="samples must be at least 10"):
+        paired_bootstrap(refs, refs, refs, samples=5)
+    with pytest.raises(ValueError, match="empty corpus"):
+        bleu_statistics([], [])
