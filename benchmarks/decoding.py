@@ -6,7 +6,7 @@ weights, batch 32, a 14-word source, vocabularies of 8,000 and 6,000 words. Meas
 greedy output of L words (no <eos> is ever written, so every output has L words),
 cached vs recomputed. The variants alternate run by run so that both see the same
 machine load; each ratio is the median over the runs, with its min and max. Writes
-results/05_decoding_benchmark.<profile>.json.
+results/05_transformer_decoding_benchmark.<profile>.json.
 
     python benchmarks/decoding.py [--repeats 5] [--lengths 10 30 60 120]
 """
@@ -57,7 +57,7 @@ def main() -> None:
     settings = vars(args) | {"model": "d_model 256, 8 heads, 3+3 layers, d_ff 1024",
                              "threads": torch.get_num_threads(), "timing": "median, "
                              "variants alternated run by run"}
-    path = save_results("05_decoding_benchmark", metrics, settings, wall["seconds"],
+    path = save_results("05_transformer_decoding_benchmark", metrics, settings, wall["seconds"],
                         profile=get_profile())
     for name, table in metrics.items():
         for t, r in table.items():
