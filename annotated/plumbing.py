@@ -443,6 +443,10 @@ def check_claim(chapter: str, claim: str, holds: bool, evidence: str, *,
     holds = bool(holds)
     enforced = profile != "smoke" and policy == "enforce"
     where = f"{source} ({profile} profile)"
+    ledger = _claims_seen.setdefault((chapter, profile), {})
+    ledger[claim] = {"holds": holds, "evidence": evidence, "source": source,
+                     "enforced": enforced}
+    _write_claims(chapter, profile, ledger)  # a failing claim is recorded, then raised
     if holds:
         print(f"✓ holds in {where}: {claim} — {evidence}")
     elif profile == "smoke":
@@ -453,10 +457,6 @@ def check_claim(chapter: str, claim: str, holds: bool, evidence: str, *,
     else:
         print(f"✗ DOES NOT HOLD in {where}: {claim} — {evidence} "
               "(ANNOTATED_CLAIMS=warn)")
-    ledger = _claims_seen.setdefault((chapter, profile), {})
-    ledger[claim] = {"holds": holds, "evidence": evidence, "source": source,
-                     "enforced": enforced}
-    _write_claims(chapter, profile, ledger)
     return holds
 
 

@@ -76,7 +76,11 @@ def test_a_false_claim_fails_the_cpu_build_naming_the_claim(chapter: Path, tmp_p
     assert "tiny 12.5 < big 30.1 BLEU" in message  # with its evidence
     assert "ANNOTATED_CLAIMS=warn" in message  # and the way out
     assert "after the claim" not in _printed(target)  # the cell stopped there
-    assert not (tmp_path / "results" / "claims" / "02_translation.cpu.json").exists()
+    # the ledger records the failure (the results page shows it), not a pass
+    ledger = json.loads((tmp_path / "results" / "claims" / "02_translation.cpu.json")
+                        .read_text())
+    assert [(c["claim"], c["holds"], c["enforced"]) for c in ledger["claims"]] == [
+        (CLAIM, False, True)]
 
 
 def test_annotated_claims_warn_builds_it_with_a_visible_warning(chapter: Path, tmp_path: Path,

@@ -163,7 +163,9 @@ def test_a_false_claim_fails_cpu_and_full_naming_it_and_warns_on_request(tmp_pat
         with pytest.raises(P.ClaimError, match=r"LSTM beats the RNN.*LSTM 1.0 < RNN 2.0"):
             P.check_claim("03_test", "LSTM beats the RNN", 1.0 > 2.0, "LSTM 1.0 < RNN 2.0",
                           profile=profile)
-        assert not P.claims_path("03_test", profile).exists()  # nothing recorded as passing
+        failed = json.loads(P.claims_path("03_test", profile).read_text())["claims"]
+        assert failed == [{"claim": "LSTM beats the RNN", "holds": False, "enforced": True,
+                           "evidence": "LSTM 1.0 < RNN 2.0", "source": "this run"}]
     assert P.check_claim("03_test", "x", False, "0 < 1", profile="smoke") is False  # reported
     monkeypatch.setenv("ANNOTATED_CLAIMS", "warn")
     assert P.check_claim("03_test", "LSTM beats the RNN", False, "1 < 2", profile="cpu") is False

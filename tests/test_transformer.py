@@ -339,6 +339,22 @@ def test_beam_search_stops_early_without_changing_the_result():
     assert n_early < n_full == 20, (n_early, n_full)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5, 2.0])
+def test_the_stopping_bound_is_exact_for_every_length_penalty(alpha):
+    """(Review: a bound without the length penalty, or with lp(step + 1) in place of
+    lp(max_len), passed the test above at alpha 0.6 but changes results at alpha 2.)"""
+    for seed in range(8):
+        model = _toy(seed=seed)
+        with torch.no_grad():
+            model.generator.bias[EOS] += 2.0 + seed % 3  # finish at varied lengths
+        src, _ = _batch(seed, B=6)
+        got = beam_search(model, src, 3, 16, SOS, EOS, alpha, return_all=True)
+        ref = beam_search(model, src, 3, 16, SOS, EOS, alpha, return_all=True,
+                          early_stopping=False)
+        assert torch.equal(got[0], ref[0]), (alpha, seed)
+        torch.testing.assert_close(got[1], ref[1], atol=1e-5, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- incremental decoding (KV cache)
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_cached_step_logits_equal_recomputed_logits(norm_first):
