@@ -260,7 +260,12 @@ class DecoderLayer(nn.Module):
         # the masks broadcast to (B, h, T, T) and (B, h, T, S)
         sa = lambda z: self.dropout1(self.self_attn(z, z, z, tgt_mask))
         ca = lambda z: self.dropout2(self.cross_attn(z, memory, memory, memory_mask))
-        ff = lambda z: self.dropout3(self.ff(z))
+        return self.residuals(y, sa, ca)
+
+    def residuals(self, y: torch.Tensor, sa, ca) -> torch.Tensor:
+        """The three sublayers (self-attention sa, cross-attention ca, the MLP) with
+        their residuals and LayerNorms, in either placement."""
+        ff = lambda z: self.dropout3(self.ff(z))  # noqa: E731
         if self.norm_first:
             y = y + sa(self.norm1(y))
             y = y + ca(self.norm2(y))
@@ -547,14 +552,7 @@ def decoder_layer_step(layer: DecoderLayer, y: torch.Tensor, cache: KVCache,
         return layer.dropout1(_attend(mha, z, cache.self_k[i], cache.self_v[i], keep))
     ca = lambda z: layer.dropout2(_attend(  # noqa: E731
         layer.cross_attn, z, cache.cross_k[i], cache.cross_v[i], cache.src_mask))
-    ff = lambda z: layer.dropout3(layer.ff(z))  # noqa: E731
-    if layer.norm_first:
-        y = y + sa(layer.norm1(y))
-        y = y + ca(layer.norm2(y))
-        return y + ff(layer.norm3(y))
-    y = layer.norm1(y + sa(y))
-    y = layer.norm2(y + ca(y))
-    return layer.norm3(y + ff(y))
+    return layer.residuals(y, sa, ca)  # the same wiring as DecoderLayer.forward
 
 
 def decode_step(model: "Transformer", word: torch.Tensor,
