@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from annotated.plumbing import (ChecksumError, DataUnavailableError, by_profile,
-                                data_dir, fetch, sha256_file)
+                                checkpoint_dir, data_dir, fetch, seed_everything,
+                                sha256_file)
 from annotated.training import TrainConfig, autocast, fit, model_device
 from annotated.transformer import EncoderLayer
 
@@ -152,7 +153,7 @@ def fetch_to(root: Path) -> Path:
     return target
 
 
-# %% book/06_vit.md, code cell 13 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 15 (Subsets, normalisation and augmentation)
 def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """Indices of `n` examples, `n // classes` from each class, in shuffled order."""
     classes = torch.unique(labels)
@@ -172,7 +173,7 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
     return chosen[torch.randperm(len(chosen), generator=g)]
 
 
-# %% book/06_vit.md, code cell 14 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 16 (Subsets, normalisation and augmentation)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -184,7 +185,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
-# %% book/06_vit.md, code cell 15 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 17 (Subsets, normalisation and augmentation)
 def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crops (reflect-padded by `pad`) and horizontal flips of (B, C, H, W)."""
@@ -206,7 +207,7 @@ def random_crop_flip(images: torch.Tensor, pad: int = 4, flip: bool = True,
     return images
 
 
-# %% book/06_vit.md, code cell 16 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 18 (Subsets, normalisation and augmentation)
 TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y",
                "rotate", "brightness", "color", "contrast", "sharpness", "posterize",
                "solarize", "autocontrast", "equalize")
@@ -239,7 +240,7 @@ def trivial_draws(n: int, generator: torch.Generator | None = None,
     return op, torch.where(signed & negative, -strength, strength)
 
 
-# %% book/06_vit.md, code cell 17 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 19 (Subsets, normalisation and augmentation)
 def affine_theta(op: str, m: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """Inverse affine maps (n, 2, 3) of a shear, shift or rotation of strength m."""
     one, zero = torch.ones_like(m), torch.zeros_like(m)
@@ -273,7 +274,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return moved.round().to(torch.uint8)
 
 
-# %% book/06_vit.md, code cell 18 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 20 (Subsets, normalisation and augmentation)
 def _grey(images: torch.Tensor) -> torch.Tensor:
     """(n, 3, H, W) uint8 -> (n, 1, H, W) float luma, floored (ITU-R 601-2 weights)."""
     r, g, b = images.unbind(1)
@@ -306,7 +307,7 @@ def sharpen(images: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-# %% book/06_vit.md, code cell 19 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 21 (Subsets, normalisation and augmentation)
 def trivial_op(op: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Operation `op` of strengths m (n,) on uint8 images x (n, C, H, W)."""
     from torchvision.transforms.v2 import functional as TF  # batched kernels
@@ -335,7 +336,7 @@ def trivial_op(op: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return x  # identity
 
 
-# %% book/06_vit.md, code cell 20 (Subsets, normalisation and augmentation)
+# %% book/06_vit.md, code cell 22 (Subsets, normalisation and augmentation)
 def trivial_augment(images: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """TrivialAugment Wide, an operation and strength per image, on the whole batch."""
@@ -370,7 +371,7 @@ def strong_augment(images: torch.Tensor, erase_p: float = 0.25,
     return images.masked_fill(mask, 127)
 
 
-# %% book/06_vit.md, code cell 22 (Cutting an image into patches)
+# %% book/06_vit.md, code cell 24 (Cutting an image into patches)
 def check_images(images: torch.Tensor, patch_size: int,
                  in_channels: int | None = None) -> None:
     """Raise (naming shapes) unless images are (B, C, H, W), H and W divisible by P."""
@@ -395,7 +396,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patches.transpose(1, 2)  # (B, N, C*P*P)
 
 
-# %% book/06_vit.md, code cell 25 (Patch embedding: a linear map, written two ways)
+# %% book/06_vit.md, code cell 27 (Patch embedding: a linear map, written two ways)
 class PatchEmbedding(nn.Module):
     """Map each P x P patch linearly to d_model: a convolution with stride P."""
 
@@ -420,7 +421,7 @@ class PatchEmbedding(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)  # (B, d, g, g) -> (B, N, d)
 
 
-# %% book/06_vit.md, code cell 27 (The Vision Transformer)
+# %% book/06_vit.md, code cell 29 (The Vision Transformer)
 @dataclass
 class ViTConfig:
     """Sizes of the Vision Transformer."""
@@ -434,8 +435,11 @@ class ViTConfig:
     n_heads: int = 4  # h, attention heads per block; d_k = d / h
     d_ff: int = 256  # inner width of each block's MLP
     dropout: float = 0.0  # on the embeddings, attention weights and sub-layers
+    pool: str = "cls"  # what the head reads: the class token, or "mean" of the patches
 
     def __post_init__(self):
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not divisible by "
                              f"patch_size {self.patch_size}")
@@ -444,7 +448,7 @@ class ViTConfig:
                              f"n_heads={self.n_heads}")
 
 
-# %% book/06_vit.md, code cell 28 (The Vision Transformer)
+# %% book/06_vit.md, code cell 30 (The Vision Transformer)
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, class token, learned positions, pre-norm encoder, head."""
 
@@ -484,7 +488,13 @@ class VisionTransformer(nn.Module):
         z = self.embed(images)
         for layer in self.layers:
             z = layer(z)  # (B, 1+N, d)
+        if self.cfg.pool == "mean":  # the average of the N patch tokens
+            return self.head(self.norm(z[:, 1:].mean(1)))
         return self.head(self.norm(z[:, 0]))  # y = head(LN(z_L^0)), class token only
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW should not decay besides biases and norms (as in timm)."""
+        return {"cls_token", "pos_embed"}
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -498,7 +508,7 @@ class VisionTransformer(nn.Module):
             self.train(was_training)
 
 
-# %% book/06_vit.md, code cell 30 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 32 (Training: AdamW, warm-up and cosine, label smoothing)
 @dataclass
 class ClassifierRecipe:
     """How an image classifier is trained: length, optimiser, schedule, augmentation."""
@@ -513,6 +523,25 @@ class ClassifierRecipe:
     flip: bool = True  # random horizontal flips
     strong_augment: bool = False  # TrivialAugment + random erasing
     seed: int = 0  # of the generator that shuffles and augments
+    decay_all: bool = False  # True: decay biases, norms, positions and class token too
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float,
+                        decay_all: bool = False) -> list[dict]:
+    """AdamW's parameter groups: decay the weight matrices, not the rest (timm's rule).
+
+    Biases and normalisation scales (every parameter of fewer than two dimensions)
+    and the names in `model.no_weight_decay()` go to a group without decay.
+    """
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or name in skip
+        (no_decay if exempt and not decay_all else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -523,7 +552,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-# %% book/06_vit.md, code cell 31 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 33 (Training: AdamW, warm-up and cosine, label smoothing)
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch of index batches, the last partial batch dropped."""
     order = torch.randperm(n, generator=generator)
@@ -570,7 +599,7 @@ class AugmentedBatches:
         self.generator.set_state(state["generator"])
 
 
-# %% book/06_vit.md, code cell 32 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 34 (Training: AdamW, warm-up and cosine, label smoothing)
 def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *,
                     label_smoothing: float = 0.0) -> tuple[torch.Tensor, float, int]:
     """fit()'s step for a classifier: (smoothed cross-entropy, its sum, images)."""
@@ -579,7 +608,7 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
     return loss, loss.item() * len(labels), len(labels)
 
 
-# %% book/06_vit.md, code cell 33 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 35 (Training: AdamW, warm-up and cosine, label smoothing)
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
@@ -593,9 +622,9 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         model.compile()
     total = recipe.epochs * len(batches)
     warmup = max(1, round(recipe.warmup_frac * total))
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
-                            weight_decay=recipe.weight_decay,
-                            fused=True if device.type == "cuda" else None)
+    opt = torch.optim.AdamW(
+        weight_decay_groups(model, recipe.weight_decay, recipe.decay_all), lr=recipe.lr,
+        weight_decay=recipe.weight_decay, fused=True if device.type == "cuda" else None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total, warmup))
     config = TrainConfig(epochs=recipe.epochs, clip=None, patience=None,
@@ -610,7 +639,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                checkpoint=checkpoint, settings=run_settings)
 
 
-# %% book/06_vit.md, code cell 34 (Training: AdamW, warm-up and cosine, label smoothing)
+# %% book/06_vit.md, code cell 36 (Training: AdamW, warm-up and cosine, label smoothing)
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
@@ -625,7 +654,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
     return torch.cat(probs)
 
 
-# %% book/06_vit.md, code cell 35 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 37 (Measuring a classifier properly)
 def average_ranks(scores: torch.Tensor) -> torch.Tensor:
     """Ranks 1..N of a 1-d tensor, ties sharing their average rank."""
     sorted_scores, order = torch.sort(scores.double())
@@ -653,7 +682,7 @@ def one_vs_rest_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(aucs, dtype=torch.float64)
 
 
-# %% book/06_vit.md, code cell 36 (Measuring a classifier properly)
+# %% book/06_vit.md, code cell 38 (Measuring a classifier properly)
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     """Accuracy, top-5, macro precision/recall/F1/AUC, per-class accuracy, confusion."""
     if probs.dim() != 2 or len(probs) != len(labels) or len(labels) == 0:
@@ -679,7 +708,7 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
             "confusion": confusion.tolist()}
 
 
-# %% book/06_vit.md, code cell 38 (Recipes and checkpoints)
+# %% book/06_vit.md, code cell 40 (Recipes and checkpoints)
 def vit_recipe(profile: str) -> dict:
     """Model settings, training recipe and training-set size of a profile's ViT."""
     model = by_profile(
@@ -696,7 +725,7 @@ def vit_recipe(profile: str) -> dict:
     return {"model": model, "train": train, "n_train": n_train}
 
 
-# %% book/06_vit.md, code cell 47
+# %% book/06_vit.md, code cell 49
 # (Inductive bias, measured: a small CNN with the same budget)
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip (a 1x1 conv when the shape changes)."""
@@ -715,7 +744,7 @@ class ResidualBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
 
 
-# %% book/06_vit.md, code cell 48
+# %% book/06_vit.md, code cell 50
 # (Inductive bias, measured: a small CNN with the same budget)
 @dataclass
 class ResNetConfig:
@@ -754,7 +783,7 @@ class SmallResNet(nn.Module):
         return self.head(features.mean((2, 3)))  # global average pooling
 
 
-# %% book/06_vit.md, code cell 49
+# %% book/06_vit.md, code cell 51
 # (Inductive bias, measured: a small CNN with the same budget)
 def cnn_recipe(profile: str) -> dict:
     """The CNN baseline: its widths, and the ViT's training config and data size."""
@@ -763,3 +792,48 @@ def cnn_recipe(profile: str) -> dict:
                         profile=profile)
     return {"model": ResNetConfig(widths=widths),
             "train": vit["train"], "n_train": vit["n_train"]}
+
+
+# %% book/06_vit.md, code cell 57 (Accuracy against training-set size)
+def size_sweep(profile: str) -> dict:
+    """The data-size comparison's training-set sizes and its fixed budget of images."""
+    return {"sizes": by_profile(smoke=[100, 200], cpu=[1_000, 5_000, 20_000],
+                                full=[1_000, 5_000, 20_000, 50_000], profile=profile),
+            "images_seen": by_profile(smoke=200, cpu=20_000, full=500_000,
+                                      profile=profile)}
+
+
+def sweep_model(name: str, n: int, images: torch.Tensor, labels: torch.Tensor,
+                profile: str, *, seed: int = 0, checkpoint: bool = True,
+                device: torch.device | None = None, **changes) -> nn.Module:
+    """A model of the data-size comparison, trained (or loaded from its checkpoint).
+
+    `name` is "vit" or "cnn"; it trains from `seed` on the stratified `n`-image
+    subset of `images` for the profile's budget. `changes` alter the ViT's config
+    (e.g. pool="mean") or the recipe (decay_all=True); a changed model is never
+    checkpointed under the plain one's name.
+    """
+    if name not in ("vit", "cnn"):
+        raise ValueError(f"name must be 'vit' or 'cnn', got {name!r}")
+    budget = size_sweep(profile)["images_seen"]
+    if budget % n:
+        raise ValueError(f"{budget} images seen is not a whole number of epochs of {n}")
+    recipe_changes = {k: changes.pop(k) for k in list(changes) if k == "decay_all"}
+    train = replace(vit_recipe(profile)["train"], epochs=budget // n, seed=seed,
+                    **recipe_changes)
+    seed_everything(seed)
+    if name == "vit":
+        model = VisionTransformer(replace(vit_recipe(profile)["model"], **changes))
+    elif changes:
+        raise ValueError(f"the CNN has no settings {sorted(changes)}")
+    else:
+        model = SmallResNet(cnn_recipe(profile)["model"]).to(
+            memory_format=torch.channels_last)
+    plain = seed == 0 and not changes and not recipe_changes
+    path = None
+    if checkpoint and plain:
+        path = checkpoint_dir() / f"{name}_cifar10_n{n}.{profile}.pt"
+    idx = stratified_subset(labels, n, seed=1)
+    train_classifier(model, images[idx], labels[idx], train, device=device,
+                     checkpoint=path)
+    return model

@@ -222,7 +222,7 @@ def neighbourhood_attention(grid_size: int, radius: int = 1) -> torch.Tensor:
     return near.double() / near.sum(-1, keepdim=True)
 
 
-# %% book/07_vit_inside.md, code cell 41 (What the position embeddings learned)
+# %% book/07_vit_inside.md, code cell 44 (What the position embeddings learned)
 def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor:
     """Cosine similarity of each patch's position embedding with all others.
 
@@ -236,7 +236,7 @@ def position_similarity(pos_embed: torch.Tensor, grid_size: int) -> torch.Tensor
     return (pos @ pos.T).reshape(grid_size, grid_size, grid_size, grid_size)
 
 
-# %% book/07_vit_inside.md, code cell 46 (Does token $i$ still stand for patch $i$?)
+# %% book/07_vit_inside.md, code cell 49 (Does token $i$ still stand for patch $i$?)
 def own_patch_similarity(state: torch.Tensor, inputs: torch.Tensor) -> float:
     """How much more each patch token resembles its own input token than others.
 
@@ -255,7 +255,7 @@ def own_patch_similarity(state: torch.Tensor, inputs: torch.Tensor) -> float:
     return float(own - others)
 
 
-# %% book/07_vit_inside.md, code cell 49
+# %% book/07_vit_inside.md, code cell 52
 # (Do the ViT and the CNN compute similar things? CKA)
 def _features(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten (n, ...) features to (n, p) float64.
@@ -286,7 +286,7 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(hsic_kl / torch.sqrt(hsic_kk * hsic_ll))
 
 
-# %% book/07_vit_inside.md, code cell 50
+# %% book/07_vit_inside.md, code cell 53
 # (Do the ViT and the CNN compute similar things? CKA)
 def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     """The unbiased HSIC estimator of two (m, m) Gram matrices (m >= 4)."""
@@ -314,7 +314,7 @@ def _grams(features: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(f @ f.transpose(1, 2))  # (batches) x (m, m)
 
 
-# %% book/07_vit_inside.md, code cell 51
+# %% book/07_vit_inside.md, code cell 54
 # (Do the ViT and the CNN compute similar things? CKA)
 def minibatch_cka(X: torch.Tensor, Y: torch.Tensor, batch_size: int = 256) -> float:
     """Minibatch linear CKA with the unbiased HSIC between X (n, ...) and Y (n, ...)."""

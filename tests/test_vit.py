@@ -34,6 +34,7 @@ from annotated.vit import (
     stratified_subset,
     train_classifier,
     warmup_cosine,
+    weight_decay_groups,
 )
 
 
@@ -186,6 +187,43 @@ def tiny_vit(**kw):
                n_heads=3, d_ff=48, dropout=0.0)
     cfg.update(kw)
     return VisionTransformer(ViTConfig(**cfg))
+
+
+def test_mean_pooling_reads_the_average_of_the_patch_tokens_only():
+    torch.manual_seed(0)
+    vit = tiny_vit(pool="mean").eval()
+    x = torch.randn(3, 3, 16, 16)
+    last = vit.hidden_states(x)[-1]  # (B, 1 + N, d)
+    assert torch.allclose(vit(x), vit.head(vit.norm(last[:, 1:].mean(1))), atol=1e-6)
+    assert not torch.allclose(vit(x), vit.head(vit.norm(last[:, 0])), atol=1e-3)
+    with pytest.raises(ValueError, match="pool must be 'cls' or 'mean', got 'max'"):
+        ViTConfig(pool="max")
+
+
+def test_weight_decay_groups_follow_timm_and_adamw_decays_only_the_first_group():
+    torch.manual_seed(0)
+    vit = tiny_vit()
+    groups = weight_decay_groups(vit, 0.1)
+    names = {id(p): n for n, p in vit.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    exempt = {names[id(p)] for p in groups[1]["params"]}
+    assert decayed.isdisjoint(exempt) and decayed | exempt == set(names.values())
+    assert {"cls_token", "pos_embed", "norm.weight", "norm.bias", "head.bias"} <= exempt
+    assert "head.weight" in decayed and "patch_embed.proj.weight" in decayed
+    assert all(vit.get_parameter(n).ndim >= 2 for n in decayed)
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    everything = weight_decay_groups(vit, 0.1, decay_all=True)
+    assert len(everything[0]["params"]) == len(names) and not everything[1]["params"]
+    # behaviour, not bookkeeping: with zero gradients one AdamW step shrinks exactly
+    # the decayed parameters, by the factor 1 - lr * weight_decay
+    before = {n: p.detach().clone() for n, p in vit.named_parameters()}
+    opt = torch.optim.AdamW(groups, lr=0.5)
+    for p in vit.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in vit.named_parameters():
+        factor = 1 - 0.5 * 0.1 if n in decayed else 1.0
+        assert torch.allclose(p.detach(), before[n] * factor, atol=1e-7), n
 
 
 def test_vit_shapes_and_attention_rows():
