@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from annotated.attention import AdditiveAttention, cosine_attention, padding_mask
 from annotated.training import TrainConfig, fit
-from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, evaluate,
+from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, evaluate, pad_batch,
                                    teacher_forcing_step)
 
 
@@ -387,3 +387,45 @@ def paired_bootstrap(hyps_a: Sequence[str], hyps_b: Sequence[str],
     diff = bleu_from_statistics(stats_a) - bleu_from_statistics(stats_b)
     ahead = float((diffs > 0).double().mean())
     return BleuDifference(diff, float(low), float(high), ahead, n)
+
+
+# %% book/03_seq2seq.md, code cell 43 (A task with a known answer: reversing sequences)
+def reversal_pairs(n: int, max_len: int, n_symbols: int = 10, min_len: int = 1,
+                   seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n` pairs (src, tgt) of the reversal task, in the translation data's format.
+
+    src = x_1 .. x_L <eos>; tgt = <sos> x_L .. x_1 <eos>; L uniform in
+    [min_len, max_len], symbols uniform over ids 4 .. 3 + n_symbols.
+    """
+    if not 1 <= min_len <= max_len:
+        raise ValueError(f"need 1 <= min_len <= max_len, got {min_len}, {max_len}")
+    if n < 1 or n_symbols < 1:
+        raise ValueError(f"need n >= 1 and n_symbols >= 1, got {n}, {n_symbols}")
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=g)
+    eos, sos = torch.tensor([EOS_IDX]), torch.tensor([SOS_IDX])
+    pairs = []
+    for L in lengths.tolist():
+        x = torch.randint(4, 4 + n_symbols, (L,), generator=g)  # after the specials
+        pairs.append((torch.cat([x, eos]), torch.cat([sos, x.flip(0), eos])))
+    return pairs
+
+
+def reversal_scores(model: Seq2Seq, pairs: list) -> dict[str, list]:
+    """Per sentence: length, share of words right, and (with attention) the share
+    of output words whose attention peaks on their source position L + 1 - t."""
+    src, tgt = pad_batch(pairs)  # (B, S), (B, T + 1)
+    lengths = (src != PAD_IDX).sum(1) - 1  # L, without <eos>
+    tokens, attn = model.greedy_decode(src, max_len=tgt.size(1) + 2,
+                                       return_attention=True)  # (B, L'), (B, L', S)
+    words = min(tokens.size(1), tgt.size(1) - 1)
+    t = torch.arange(words)  # output word t + 1 is at index t
+    is_word = t[None] < lengths[:, None]  # (B, words): the L words, not <eos>
+    right = (tokens[:, :words] == tgt[:, 1:words + 1]) & is_word
+    scores = {"length": lengths.tolist(),
+              "word accuracy": (right.sum(1) / lengths).tolist()}
+    if attn is not None:
+        wanted = lengths[:, None] - 1 - t[None]  # source index of output word t + 1
+        on_target = (attn[:, :words].argmax(-1) == wanted) & is_word
+        scores["alignment"] = (on_target.sum(1) / lengths).tolist()
+    return scores

@@ -203,14 +203,25 @@ class EncoderOnlyConfig:
     pad_idx: int = 1  # id of <pad> in both vocabularies (chapter 2's numbering)
     max_len: int = 256  # longest sequence the position table covers
     learned_positions: bool = True  # a learned table (the course's), not the sinusoids
+    init: str = "xavier"  # "xavier": as the Transformer; "default": PyTorch's own
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}")
+        if self.init not in ("xavier", "default"):
+            raise ValueError(f"init must be 'xavier' or 'default', got {self.init!r}")
 
 
 # %% book/05_transformer.md, code cell 16 (The course's encoder-only translator)
+def xavier_init_(model: nn.Module) -> None:
+    """Xavier-uniform for every parameter with two or more dimensions, in place."""
+    for p in model.parameters():  # as nn.Transformer does
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
+# %% book/05_transformer.md, code cell 17 (The course's encoder-only translator)
 class EncoderOnlyTranslator(nn.Module):
     """The course's translator: an encoder, then a projection at every position."""
 
@@ -223,6 +234,8 @@ class EncoderOnlyTranslator(nn.Module):
         self.encoder = Encoder(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.n_layers,
                                cfg.dropout, cfg.norm_first)
         self.generator = nn.Linear(cfg.d_model, cfg.tgt_vocab)
+        if cfg.init == "xavier":
+            xavier_init_(self)
 
     def free_running_logits(self, src: torch.Tensor, tgt_len: int) -> torch.Tensor:
         """Logits (B, tgt_len, V) for `tgt_len` target positions; no target is read."""
@@ -238,7 +251,7 @@ class EncoderOnlyTranslator(nn.Module):
         return self.free_running_logits(src, tgt.size(1))
 
 
-# %% book/05_transformer.md, code cell 18 (The decoder)
+# %% book/05_transformer.md, code cell 19 (The decoder)
 class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention, feed-forward; residual + LayerNorm."""
 
@@ -295,7 +308,7 @@ class Decoder(nn.Module):
         return self.norm(y)
 
 
-# %% book/05_transformer.md, code cell 20 (The full encoder-decoder)
+# %% book/05_transformer.md, code cell 21 (The full encoder-decoder)
 def source_mask(src: torch.Tensor, pad_idx: int) -> torch.Tensor:
     """(B, 1, 1, S) boolean mask, True where the source token is not padding."""
     return padding_mask(src, pad_idx)[:, None, None, :]
@@ -307,7 +320,7 @@ def target_mask(tgt: torch.Tensor, pad_idx: int) -> torch.Tensor:
     return causal[None, None] & padding_mask(tgt, pad_idx)[:, None, None, :]
 
 
-# %% book/05_transformer.md, code cell 21 (The full encoder-decoder)
+# %% book/05_transformer.md, code cell 22 (The full encoder-decoder)
 @dataclass
 class TransformerConfig:
     """Sizes and choices of the encoder-decoder Transformer."""
@@ -333,7 +346,7 @@ class TransformerConfig:
                              f"n_heads={self.n_heads}")
 
 
-# %% book/05_transformer.md, code cell 22 (The full encoder-decoder)
+# %% book/05_transformer.md, code cell 23 (The full encoder-decoder)
 class Transformer(nn.Module):
     """The encoder-decoder Transformer of Vaswani et al. (2017), batch-first."""
 
@@ -356,9 +369,7 @@ class Transformer(nn.Module):
         self._reset_parameters(cfg.tie_embeddings)
 
     def _reset_parameters(self, tie: bool) -> None:
-        for p in self.parameters():  # Xavier for every matrix, as in nn.Transformer
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        xavier_init_(self)  # every matrix, as in nn.Transformer
         if tie:
             self.generator.weight = self.tgt_embed.embedding.weight
 
@@ -393,7 +404,7 @@ class Transformer(nn.Module):
         return torch.stack(steps, dim=1)  # (B, tgt_len, V)
 
 
-# %% book/05_transformer.md, code cell 24 (Equivalence with `torch.nn.Transformer`)
+# %% book/05_transformer.md, code cell 25 (Equivalence with `torch.nn.Transformer`)
 class TorchTransformer(nn.Module):
     """Our model built from `torch.nn.Transformer`: what we test and time it against."""
 
@@ -433,7 +444,7 @@ class TorchTransformer(nn.Module):
         return self.generator(h)
 
 
-# %% book/05_transformer.md, code cell 25 (Equivalence with `torch.nn.Transformer`)
+# %% book/05_transformer.md, code cell 26 (Equivalence with `torch.nn.Transformer`)
 def copy_decoder_layer_from_torch(ours: DecoderLayer,
                                   theirs: nn.TransformerDecoderLayer) -> None:
     """Copy an `nn.TransformerDecoderLayer`'s weights into our `DecoderLayer`."""
@@ -468,7 +479,7 @@ def copy_from_torch(ours: Transformer, theirs: TorchTransformer) -> None:
     _copy_linear_or_norm(ours.generator, theirs.generator, "generator")
 
 
-# %% book/05_transformer.md, code cell 27 (Decoding: greedy search and beam search)
+# %% book/05_transformer.md, code cell 28 (Decoding: greedy search and beam search)
 def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
                        beam_size: int = 1, length_penalty: float = 0.0) -> None:
     if not isinstance(max_len, int) or max_len < 1:
@@ -494,7 +505,7 @@ def _eval_mode(fn: Callable) -> Callable:
     return wrapper
 
 
-# %% book/05_transformer.md, code cell 29 (Incremental decoding: a key/value cache)
+# %% book/05_transformer.md, code cell 30 (Incremental decoding: a key/value cache)
 @dataclass
 class KVCache:
     """What incremental decoding keeps between steps, one tensor per decoder layer."""
@@ -532,7 +543,7 @@ def start_cache(model: "Transformer", memory: torch.Tensor,
         src_mask=src_mask)
 
 
-# %% book/05_transformer.md, code cell 30 (Incremental decoding: a key/value cache)
+# %% book/05_transformer.md, code cell 31 (Incremental decoding: a key/value cache)
 def _attend(mha: MultiHeadAttention, query: torch.Tensor, K: torch.Tensor,
             V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """mha's output (B, 1, d_model) for one query position against cached K, V."""
@@ -574,7 +585,7 @@ def _next_logits(model: "Transformer", ys: torch.Tensor, memory: torch.Tensor,
     return decode_step(model, ys[:, -1], cache)
 
 
-# %% book/05_transformer.md, code cell 32 (Incremental decoding: a key/value cache)
+# %% book/05_transformer.md, code cell 33 (Incremental decoding: a key/value cache)
 def _pad_after_eos(tokens: torch.Tensor, eos_idx: int, pad_idx: int) -> torch.Tensor:
     """Replace every token after the first <eos> of each row by <pad>."""
     is_eos = (tokens == eos_idx).long()  # (B, L)
@@ -616,7 +627,7 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
     return ys[:, 1:]
 
 
-# %% book/05_transformer.md, code cell 33 (Incremental decoding: a key/value cache)
+# %% book/05_transformer.md, code cell 34 (Incremental decoding: a key/value cache)
 def _merge_finished(scores: torch.Tensor, tokens: torch.Tensor, new: torch.Tensor,
                     seqs: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best of the finished (b, k) and new (b, c) hypotheses: scores, tokens."""
@@ -633,7 +644,7 @@ def _penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha  # GNMT's lp for |y| = length
 
 
-# %% book/05_transformer.md, code cell 34 (Incremental decoding: a key/value cache)
+# %% book/05_transformer.md, code cell 35 (Incremental decoding: a key/value cache)
 @_eval_mode
 def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int,
                 sos_idx: int, eos_idx: int, length_penalty: float = 0.6,
@@ -685,7 +696,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     return (out, fin_scores) if return_all else out[:, 0]
 
 
-# %% book/05_transformer.md, code cell 36 (Looking inside: attention maps)
+# %% book/05_transformer.md, code cell 37 (Looking inside: attention maps)
 def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
     """The last forward pass's attention weights per kind: a (B, h, q, k) per layer."""
     encoder, decoder = model.encoder.layers, model.decoder.layers
@@ -694,7 +705,7 @@ def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
             "cross-attention": [layer.cross_attn.attn for layer in decoder]}
 
 
-# %% book/05_transformer.md, code cell 37 (Training recipe)
+# %% book/05_transformer.md, code cell 38 (Training recipe)
 def noam_schedule(optimizer: torch.optim.Optimizer,
                   warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to the optimizer's lr over `warmup` steps, then 1/sqrt decay."""
@@ -705,7 +716,7 @@ def noam_schedule(optimizer: torch.optim.Optimizer,
         lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
 
-# %% book/05_transformer.md, code cell 38 (Training recipe)
+# %% book/05_transformer.md, code cell 39 (Training recipe)
 def greedy_search(model: nn.Module, src: torch.Tensor, max_len: int,
                   use_cache: bool = True) -> torch.Tensor:
     """translate()'s decode for a Transformer: greedy search."""
@@ -725,7 +736,7 @@ def beam_search_decoder(beam_size: int, length_penalty: float = 0.6,
     return decode
 
 
-# %% book/05_transformer.md, code cell 53 (What the cache buys)
+# %% book/05_transformer.md, code cell 56 (What the cache buys)
 def _seconds(fn: Callable, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -763,3 +774,63 @@ def decode_step_seconds(model: Transformer, src: torch.Tensor, prefix_len: int,
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     return {"cached_s": median(cached), "recomputed_s": median(recomputed),
             "ratio": median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1]}
+
+
+# %% book/05_transformer.md, code cell 75 (Translate your own sentence)
+@dataclass
+class Translation:
+    """One translated sentence and where each written word looked."""
+
+    source: list[str]  # the German tokens the model read, <eos> last
+    words: list[str]  # the English words written (no <eos>)
+    text: str  # the words as a sentence
+    rows: list[str]  # the map's row labels: the words written, then <eos> if written
+    attention: torch.Tensor | None  # (len(rows), len(source)); None: no attention
+
+
+@torch.no_grad()
+def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
+                       beam_size: int | None = None, length_penalty: float = 0.6,
+                       extra_len: int = 10) -> Translation:
+    """Translate one German string with a Transformer, encoder-only or Seq2Seq model.
+
+    Greedy search, or beam search of `beam_size` beams (Transformer only); the
+    output may run `extra_len` words beyond the source's length.
+    """
+    from annotated.seq2seq import Seq2Seq
+    from annotated.translation import (EOS_IDX, SOS_IDX, UNK_IDX, detokenize_en,
+                                       tokenize_de)
+
+    tokens = tokenize_de(german)
+    if not tokens:
+        raise ValueError("the sentence is empty: there is nothing to translate")
+    ids = src_vocab.encode(tokens)
+    if all(i == UNK_IDX for i in ids):
+        raise ValueError(f"none of the words {tokens} is in the German vocabulary "
+                         f"({len(src_vocab):,} words): the model could only write <unk>")
+    if beam_size is not None and not isinstance(model, Transformer):
+        raise ValueError(f"beam search is written for the Transformer; a "
+                         f"{type(model).__name__} decodes greedily (beam_size=None)")
+    model.eval()
+    src = torch.tensor([ids + [EOS_IDX]], device=next(model.parameters()).device)
+    max_len = src.size(1) + extra_len
+    attention = None
+    if isinstance(model, Seq2Seq):
+        out, attn = model.greedy_decode(src, max_len, return_attention=True)
+        attention = None if attn is None else attn[0]  # (L, S): row t wrote word t
+    elif beam_size is None:
+        out = greedy_search(model, src, max_len)
+    else:
+        out = beam_search_decoder(beam_size, length_penalty)(model, src, max_len)
+    written = out[0].tolist()
+    n_rows = written.index(EOS_IDX) + 1 if EOS_IDX in written else len(written)
+    words = tgt_vocab.decode(written)
+    if isinstance(model, Transformer):  # re-read the output, teacher-forced
+        model(src, torch.tensor([[SOS_IDX] + written[:n_rows - 1]], device=src.device))
+        attention = model.decoder.layers[-1].cross_attn.attn[0].mean(0)  # (rows, S)
+    elif attention is not None:
+        attention = attention[:n_rows]
+    rows = words + (["<eos>"] if EOS_IDX in written else [])
+    return Translation([src_vocab.itos[i] for i in src[0].tolist()], words,
+                       detokenize_en(words), rows,
+                       None if attention is None else attention.cpu())

@@ -794,7 +794,7 @@ def cnn_recipe(profile: str) -> dict:
             "train": vit["train"], "n_train": vit["n_train"]}
 
 
-# %% book/06_vit.md, code cell 57 (Accuracy against training-set size)
+# %% book/06_vit.md, code cell 58 (Accuracy against training-set size)
 def size_sweep(profile: str) -> dict:
     """The data-size comparison's training-set sizes and its fixed budget of images."""
     return {"sizes": by_profile(smoke=[100, 200], cpu=[1_000, 5_000, 20_000],
@@ -810,8 +810,8 @@ def sweep_model(name: str, n: int, images: torch.Tensor, labels: torch.Tensor,
 
     `name` is "vit" or "cnn"; it trains from `seed` on the stratified `n`-image
     subset of `images` for the profile's budget. `changes` alter the ViT's config
-    (e.g. pool="mean") or the recipe (decay_all=True); a changed model is never
-    checkpointed under the plain one's name.
+    (e.g. pool="mean") or the recipe (decay_all=True); the checkpoint's name says
+    the seed and the changes (vit_cifar10_n5000_pool-mean.cpu.pt).
     """
     if name not in ("vit", "cnn"):
         raise ValueError(f"name must be 'vit' or 'cnn', got {name!r}")
@@ -829,10 +829,9 @@ def sweep_model(name: str, n: int, images: torch.Tensor, labels: torch.Tensor,
     else:
         model = SmallResNet(cnn_recipe(profile)["model"]).to(
             memory_format=torch.channels_last)
-    plain = seed == 0 and not changes and not recipe_changes
-    path = None
-    if checkpoint and plain:
-        path = checkpoint_dir() / f"{name}_cifar10_n{n}.{profile}.pt"
+    tag = "".join(f"_{k}-{v}" for k, v in sorted((changes | recipe_changes).items()))
+    tag += f"_seed{seed}" if seed else ""
+    path = checkpoint_dir() / f"{name}_cifar10_n{n}{tag}.{profile}.pt" if checkpoint else None
     idx = stratified_subset(labels, n, seed=1)
     train_classifier(model, images[idx], labels[idx], train, device=device,
                      checkpoint=path)

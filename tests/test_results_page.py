@@ -263,6 +263,24 @@ def test_claims_ledger_lists_every_claim_with_verdict_evidence_and_source(claims
     assert "smoke-only claim" not in text  # the chapter ran in cpu and full
 
 
+def test_each_ledger_says_whether_its_commit_is_its_results_files(claims_book: Path):
+    chapters = rp.known_chapters(claims_book)
+    results = claims_book / "results"
+    ledgers = rp.load_claims(results, chapters)
+    same = rp.claims_markdown(ledgers, chapters, rp.load_results(results, chapters))
+    assert ("`claims/03_seq2seq.cpu.json` (commit `abc123def456`): the commit of its "
+            "results file") in same
+    assert "not the commit" not in same
+    run = json.loads((results / "03_seq2seq.cpu.json").read_text())
+    run["commit"] = "0123456789ab"  # the numbers re-recorded, the claims not
+    (results / "03_seq2seq.cpu.json").write_text(json.dumps(run))
+    other = rp.claims_markdown(ledgers, chapters, rp.load_results(results, chapters))
+    assert ("`claims/03_seq2seq.cpu.json` (commit `abc123def456`): **not the commit of its "
+            "results file** (`0123456789ab`)") in other
+    # the claims themselves are folded away under the chapter's line
+    assert other.index("**03_seq2seq**") < other.index("::::{dropdown} 03_seq2seq: the 2 claims")
+
+
 def test_claims_of_a_chapter_with_only_a_smoke_run_are_shown_as_not_enforced(book: Path):
     folder = book / "results" / "claims"
     folder.mkdir()

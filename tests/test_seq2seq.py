@@ -297,3 +297,55 @@ def test_paired_bootstrap_rejects_bad_input():
         paired_bootstrap(refs, refs, refs, samples=5)
     with pytest.raises(ValueError, match="empty corpus"):
         bleu_statistics([], [])
+
+
+# ---------------------------------------------------------------- the reversal task
+def test_reversal_pairs_are_reversals_in_the_translation_format():
+    from annotated.seq2seq import reversal_pairs
+
+    pairs = reversal_pairs(200, 12, n_symbols=5, min_len=3, seed=1)
+    again = reversal_pairs(200, 12, n_symbols=5, min_len=3, seed=1)  # seeded
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(pairs, again))
+    lengths = set()
+    for src, tgt in pairs:
+        x = src[:-1]
+        assert src[-1] == EOS_IDX and tgt[0] == SOS_IDX and tgt[-1] == EOS_IDX
+        assert torch.equal(tgt[1:-1], x.flip(0))
+        assert ((x >= 4) & (x < 9)).all()
+        lengths.add(len(x))
+    assert lengths == set(range(3, 13))  # every length of the range is drawn
+    for bad in (dict(n=0, max_len=5), dict(n=5, max_len=2, min_len=3), dict(n=5, max_len=5, n_symbols=0)):
+        with pytest.raises(ValueError, match="need"):
+            reversal_pairs(**bad)
+
+
+class _Oracle:
+    """Writes the right reversal; attention one-hot on `where(L, t)`."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def greedy_decode(self, src, max_len, return_attention=False):
+        B, S = src.shape
+        tokens = torch.full((B, max_len), PAD_IDX)
+        attn = torch.zeros(B, max_len, S)
+        for b in range(B):
+            L = int((src[b] != PAD_IDX).sum()) - 1
+            tokens[b, :L] = src[b, :L].flip(0)
+            tokens[b, L] = EOS_IDX
+            for t in range(L + 1):
+                attn[b, t, self.where(L, t)] = 1.0
+        return tokens, attn
+
+
+def test_reversal_scores_count_right_words_and_right_peaks():
+    from annotated.seq2seq import reversal_pairs, reversal_scores
+
+    pairs = reversal_pairs(30, 9, seed=2)
+    right = reversal_scores(_Oracle(lambda L, t: L - 1 - t if t < L else L), pairs)
+    assert right["word accuracy"] == [1.0] * 30 and right["alignment"] == [1.0] * 30
+    assert right["length"] == [len(s) - 1 for s, _ in pairs]
+    # the diagonal instead of the anti-diagonal: right only at the middle of odd lengths
+    diagonal = reversal_scores(_Oracle(lambda L, t: min(t, L)), pairs)
+    expected = [(1 / L if L % 2 else 0.0) for L in right["length"]]
+    assert diagonal["alignment"] == pytest.approx(expected)

@@ -525,3 +525,60 @@ def test_translate_drives_greedy_and_beam_search_in_dataset_order():
                            (beam_search_decoder(3), beam_search(model, padded, 3, max_len, SOS, EOS))):
         hyps = translate(model, ds, vocab, decode=decode, bucket=False)  # one batch, in order
         assert hyps == [vocab.decode(row) for row in direct]
+
+
+def _de_en_vocabs():
+    from annotated.translation import Vocab
+
+    de = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", "ein", "hund", "rennt", ".", *[f"d{i}" for i in range(12)]])
+    en = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", "a", "dog", "runs", ".", *[f"e{i}" for i in range(16)]])
+    return de, en
+
+
+@pytest.mark.parametrize("beam_size", [None, 3])
+def test_translate_sentence_transformer_matches_the_decoders_and_labels_rows_by_written_words(beam_size):
+    from annotated.transformer import beam_search_decoder, greedy_search, translate_sentence
+
+    de, en = _de_en_vocabs()
+    model = _toy(seed=4)
+    out = translate_sentence(model, "Ein Hund rennt.", de, en, beam_size=beam_size, extra_len=5)
+    src = torch.tensor([[4, 5, 6, 7, EOS]])
+    decode = greedy_search if beam_size is None else beam_search_decoder(beam_size)
+    direct = decode(model, src, src.size(1) + 5)[0].tolist()
+    assert out.source == ["ein", "hund", "rennt", ".", "<eos>"]
+    assert out.words == en.decode(direct)
+    assert out.rows == out.words + (["<eos>"] if EOS in direct else [])
+    assert out.attention.shape == (len(out.rows), len(out.source))
+    assert torch.allclose(out.attention.sum(-1), torch.ones(len(out.rows)), atol=1e-5)
+    # an independent reference: the teacher-forced pass, last layer, mean over heads
+    written = [SOS] + direct[: len(out.rows) - 1]
+    model(src, torch.tensor([written]))
+    ref = attention_maps(model)["cross-attention"][-1][0].mean(0)
+    assert torch.allclose(out.attention, ref, atol=1e-6)
+
+
+def test_translate_sentence_seq2seq_uses_the_decoding_steps_attention():
+    from annotated.seq2seq import Seq2Seq, Seq2SeqConfig
+    from annotated.transformer import translate_sentence
+
+    de, en = _de_en_vocabs()
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(len(de), len(en), emb_dim=8, hidden_dim=8)).eval()
+    out = translate_sentence(model, "ein hund rennt .", de, en, extra_len=3)
+    tokens, attn = model.greedy_decode(torch.tensor([[4, 5, 6, 7, EOS]]), 8, return_attention=True)
+    assert out.words == en.decode(tokens[0])
+    assert torch.allclose(out.attention, attn[0, : len(out.rows)])
+    with pytest.raises(ValueError, match="a Seq2Seq decodes greedily"):
+        translate_sentence(model, "ein hund", de, en, beam_size=2)
+
+
+def test_translate_sentence_refuses_empty_and_all_unknown_sentences():
+    from annotated.transformer import translate_sentence
+
+    de, en = _de_en_vocabs()
+    model = _toy()
+    for empty in ("", "   \n"):
+        with pytest.raises(ValueError, match="the sentence is empty"):
+            translate_sentence(model, empty, de, en)
+    with pytest.raises(ValueError, match=r"none of the words \['katze', 'schläft'\] is in the German"):
+        translate_sentence(model, "Katze schläft", de, en)

@@ -593,8 +593,28 @@ def _verdict(entry: dict, profile: str) -> str:
     return VERDICTS[False] + " (built with ANNOTATED_CLAIMS=warn)"
 
 
-def claims_markdown(ledger: Ledger, chapters: list[str]) -> str:
-    """Every checked claim, by chapter: its verdict, evidence and source in each profile."""
+def _ledger_provenance(record: dict, loaded: Loaded | None) -> str:
+    """A ledger's commit, and whether the results file of its run has the same one."""
+    commit = record.get("commit")
+    line = f"`{record['_file']}` (commit `{commit}`)"
+    if loaded is None:
+        return line
+    runs = [r for r in loaded.records
+            if r["chapter"] == record["chapter"] and r["profile"] == record["profile"]]
+    if not runs:
+        return line + ": no results file of this run"
+    if runs[0]["commit"] != commit:
+        return (line + f": **not the commit of its results file** (`{runs[0]['commit']}`); "
+                "the claims were checked on another run than the numbers shown")
+    return line + ": the commit of its results file"
+
+
+def claims_markdown(ledger: Ledger, chapters: list[str], loaded: Loaded | None = None) -> str:
+    """Every checked claim, by chapter: its verdict, evidence and source in each profile.
+
+    Each chapter is one line (how many claims hold, each ledger's commit against its
+    results file's when `loaded` is given) and a dropdown with the claims.
+    """
     if not ledger.ledgers:
         return ("No claims ledger has been recorded yet (a chapter that calls `check_claim` "
                 "writes `results/claims/<chapter>.<profile>.json`).")
@@ -611,14 +631,16 @@ def claims_markdown(ledger: Ledger, chapters: list[str]) -> str:
         if not claims:
             continue
         held = sum(all(e["holds"] for _, e in seen) for seen in claims.values())
-        files = ", ".join(f"`{r['_file']}`" for r in mine)
-        items = [f"**{chapter}**: {held} of {len(claims)} claims hold in every recorded profile "
-                 f"(ledgers: {files})", ""]
+        files = "; ".join(_ledger_provenance(r, loaded) for r in mine)
+        head = (f"**{chapter}**: {held} of {len(claims)} claims hold in every recorded "
+                f"profile (ledgers: {files})")
+        items = []
         for claim, seen in claims.items():
             items.append(f"- {fmt(claim)}")
             items += [f"  - `{p}`: {_verdict(e, p)} in {fmt(e['source'])}: {fmt(e['evidence'])}"
                       for p, e in seen]
-        blocks.append("\n".join(items))
+        blocks.append(head + "\n\n" + folded(f"{chapter}: the {len(claims)} claims, with "
+                                              "their evidence", "\n".join(items)))
     return "\n\n".join(blocks)
 
 
@@ -651,7 +673,7 @@ def render(root: Path = ROOT, results_dir: Path | None = None) -> str:
     folder = results_dir or root / "results"
     loaded, ledger = load_results(folder, chapters), load_claims(folder, chapters)
     parts = [problems_markdown(loaded, ledger), headline_markdown(loaded, chapters),
-             full_runs_markdown(loaded), claims_markdown(ledger, chapters),
+             full_runs_markdown(loaded), claims_markdown(ledger, chapters, loaded),
              provenance_markdown(loaded), *details_markdown(loaded, chapters)]
     return "\n\n".join(parts) + "\n"
 
