@@ -286,7 +286,6 @@ class RecipeConfig:
     """How a Seq2Seq model is trained (on top of the appendix's TrainConfig)."""
 
     epochs: float = 3.0  # whole passes over the data, or a fraction < 1 of one pass
-    max_tokens: int = 3000  # batch budget: B * max(S, T) <= max_tokens
     peak_lr: float = 3e-3  # one-cycle peak learning rate of Adam
     warmup: float = 0.15  # fraction of the steps spent warming up
     label_smoothing: float = 0.1  # on the training loss only

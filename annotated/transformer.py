@@ -493,6 +493,7 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
 
 def _eval_mode(fn: Callable) -> Callable:
     """Run `fn(model, ...)` without gradients in eval mode, then restore the mode."""
+    @functools.wraps(fn)  # help() and inspect show fn's own signature
     def wrapper(model: nn.Module, *args, **kwargs):
         was_training = model.training
         model.eval()
@@ -501,7 +502,6 @@ def _eval_mode(fn: Callable) -> Callable:
                 return fn(model, *args, **kwargs)
         finally:
             model.train(was_training)
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
 
@@ -807,7 +807,8 @@ def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
     ids = src_vocab.encode(tokens)
     if all(i == UNK_IDX for i in ids):
         raise ValueError(f"none of the words {tokens} is in the German vocabulary "
-                         f"({len(src_vocab):,} words): the model could only write <unk>")
+                         f"({len(src_vocab):,} words): the model could only write "
+                         "<unk>")
     if beam_size is not None and not isinstance(model, Transformer):
         raise ValueError(f"beam search is written for the Transformer; a "
                          f"{type(model).__name__} decodes greedily (beam_size=None)")

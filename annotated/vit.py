@@ -388,6 +388,30 @@ def check_images(images: torch.Tensor, patch_size: int,
                          f"({H} % {P} = {H % P}, {W} % {P} = {W % P})")
 
 
+RAW_PIXELS = 20.0  # normalize() maps 0..255 to within about ±3; raw values go to 255
+
+
+def check_model_input(images: torch.Tensor) -> None:
+    """Raise unless `images` look normalised: floats, not uint8 or raw 0..255 values."""
+    if not images.is_floating_point():
+        raise TypeError(f"the model takes normalize()d float images, got "
+                        f"{images.dtype}: pass normalize(images), or call "
+                        "predict(model, images), which normalises uint8 images itself")
+    largest = images.detach().abs().amax().item() if images.numel() else 0.0
+    if largest > RAW_PIXELS:
+        raise ValueError(f"these images look like raw pixel values (largest |value| "
+                         f"{largest:.0f}); the model takes normalize(uint8 images), "
+                         "whose values lie within about ±3")
+
+
+def check_uint8(images: torch.Tensor, who: str) -> None:
+    """Raise unless `images` are uint8 pixels, as predict and training take them."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"{who} takes uint8 images (0..255) and normalises them "
+                        f"itself; got {images.dtype} (pass the images before "
+                        "normalize(), or call the model directly)")
+
+
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, C*P*P): patches row by row, flattened channel-major."""
     check_images(images, patch_size)
@@ -414,6 +438,7 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.patch_size, self.in_channels)
+        check_model_input(images)
         if images.shape[-2:] != (self.image_size, self.image_size):
             size = self.image_size
             raise ValueError(f"expected {size}x{size} images, "
@@ -572,6 +597,7 @@ class AugmentedBatches:
         if len(images) == 0 or len(images) != len(labels):
             raise ValueError(f"need as many labels as images (and at least one): "
                              f"{len(images)} images, {len(labels)} labels")
+        check_uint8(images, "training")
         self.images, self.labels, self.recipe = images, labels, recipe
         self.generator = torch.Generator().manual_seed(recipe.seed)
 
@@ -644,6 +670,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
             device: torch.device | None = None) -> torch.Tensor:
     """Class probabilities (N, classes) for uint8 images (N, C, H, W), on the CPU."""
+    check_uint8(images, "predict")
     device = device or next(model.parameters()).device
     model.eval()
     probs = []
@@ -773,6 +800,7 @@ class SmallResNet(nn.Module):
     def hidden_states(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output and every block's output, each (B, c, h, w)."""
         check_images(images, 1, self.in_channels)
+        check_model_input(images)
         states = [self.stem(images)]
         for block in self.blocks:
             states.append(block(states[-1]))
@@ -831,8 +859,8 @@ def sweep_model(name: str, n: int, images: torch.Tensor, labels: torch.Tensor,
             memory_format=torch.channels_last)
     tag = "".join(f"_{k}-{v}" for k, v in sorted((changes | recipe_changes).items()))
     tag += f"_seed{seed}" if seed else ""
-    path = checkpoint_dir() / f"{name}_cifar10_n{n}{tag}.{profile}.pt" if checkpoint else None
+    path = checkpoint_dir() / f"{name}_cifar10_n{n}{tag}.{profile}.pt"
     idx = stratified_subset(labels, n, seed=1)
     train_classifier(model, images[idx], labels[idx], train, device=device,
-                     checkpoint=path)
+                     checkpoint=path if checkpoint else None)
     return model

@@ -582,3 +582,14 @@ def test_translate_sentence_refuses_empty_and_all_unknown_sentences():
             translate_sentence(model, empty, de, en)
     with pytest.raises(ValueError, match=r"none of the words \['katze', 'schläft'\] is in the German"):
         translate_sentence(model, "Katze schläft", de, en)
+
+
+def test_decoders_show_their_real_signatures_to_help():
+    import inspect
+
+    from annotated.transformer import beam_search, greedy_decode
+
+    assert list(inspect.signature(greedy_decode).parameters)[:5] == [
+        "model", "src", "max_len", "sos_idx", "eos_idx"]
+    assert "beam_size" in inspect.signature(beam_search).parameters
+    assert "(model, *args, **kwargs)" not in str(inspect.signature(beam_search))

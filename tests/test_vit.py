@@ -189,6 +189,25 @@ def tiny_vit(**kw):
     return VisionTransformer(ViTConfig(**cfg))
 
 
+def test_images_of_the_wrong_kind_are_refused_not_silently_misread():
+    torch.manual_seed(0)
+    vit, cnn = tiny_vit(), SmallResNet(ResNetConfig(widths=(4, 8, 8)))
+    raw = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.tensor([0, 1])
+    for model in (vit, cnn):
+        with pytest.raises(TypeError, match=r"takes normalize\(\)d float images, got torch.uint8"):
+            model(raw)
+        with pytest.raises(ValueError, match=r"look like raw pixel values \(largest \|value\| 2"):
+            model(raw.float())  # the API page's old mistake: unnormalised floats
+        assert model(normalize(raw)).shape == (2, 5 if model is vit else 10)
+    with pytest.raises(ValueError, match="raw pixel values"):
+        vit.attention_maps(raw.float())
+    with pytest.raises(TypeError, match="predict takes uint8 images"):
+        predict(vit, normalize(raw))  # would be normalised twice
+    with pytest.raises(TypeError, match="training takes uint8 images"):
+        train_classifier(vit, normalize(raw), labels, ClassifierRecipe(epochs=1, batch_size=2))
+
+
 def test_mean_pooling_reads_the_average_of_the_patch_tokens_only():
     torch.manual_seed(0)
     vit = tiny_vit(pool="mean").eval()
