@@ -110,6 +110,8 @@ full: check-chapter $(STAMP) export
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/vit_throughput.py
+	$(BIN)/python benchmarks/vit_augment.py
+	$(BIN)/python benchmarks/decoding.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache .jupyter_cache

@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from annotated.attention import AdditiveAttention, cosine_attention, padding_mask
 from annotated.training import TrainConfig, fit
 from annotated.translation import (EOS_IDX, PAD_IDX, SOS_IDX, evaluate, pad_batch,
-                                   teacher_forcing_step)
+                                   teacher_forcing_step, vocab_size)
 
 
 # %% book/03_seq2seq.md, code cell 4 (The configuration)
@@ -31,8 +31,8 @@ ATTENTIONS = (None, "cosine", "additive")
 class Seq2SeqConfig:
     """Sizes and choices of an encoder-decoder translator."""
 
-    src_vocab: int  # German vocabulary size V_src
-    tgt_vocab: int  # English vocabulary size V
+    src_vocab: int  # German vocabulary size V_src (or the Vocab: its length is taken)
+    tgt_vocab: int  # English vocabulary size V (likewise)
     cell: str = "lstm"  # recurrent cell: "rnn" (tanh) or "lstm"
     # None, "cosine" (the course's) or "additive" (Bahdanau)
     attention: str | None = "additive"
@@ -46,6 +46,8 @@ class Seq2SeqConfig:
     eos_idx: int = EOS_IDX
 
     def __post_init__(self):
+        self.src_vocab = vocab_size(self.src_vocab, "src_vocab")  # a Vocab: its size
+        self.tgt_vocab = vocab_size(self.tgt_vocab, "tgt_vocab")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.attention not in ATTENTIONS:

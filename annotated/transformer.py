@@ -206,6 +206,10 @@ class EncoderOnlyConfig:
     init: str = "xavier"  # "xavier": as the Transformer; "default": PyTorch's own
 
     def __post_init__(self):
+        from annotated.translation import vocab_size
+
+        self.src_vocab = vocab_size(self.src_vocab, "src_vocab")  # a Vocab: its size
+        self.tgt_vocab = vocab_size(self.tgt_vocab, "tgt_vocab")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}")
@@ -341,6 +345,10 @@ class TransformerConfig:
     activation: str = "relu"  # of the feed-forward networks: "relu" or "gelu"
 
     def __post_init__(self):
+        from annotated.translation import vocab_size
+
+        self.src_vocab = vocab_size(self.src_vocab, "src_vocab")  # a Vocab: its size
+        self.tgt_vocab = vocab_size(self.tgt_vocab, "tgt_vocab")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}")

@@ -225,6 +225,16 @@ class Vocab:
         return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
 
 
+def vocab_size(value, name: str) -> int:
+    """The size a model config asks for, from an int or from a Vocab (its length)."""
+    if isinstance(value, Vocab):
+        return len(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a vocabulary size (an int) or a Vocab, "
+                        f"got {type(value).__name__}")
+    return value
+
+
 # %% book/02_translation.md, code cell 24 (From sentences to tensors)
 class TranslationDataset(Dataset):
     """Pairs of id lists: source x_1..x_n <eos>, target <sos> y_1..y_m <eos>."""

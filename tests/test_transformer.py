@@ -593,3 +593,18 @@ def test_decoders_show_their_real_signatures_to_help():
         "model", "src", "max_len", "sos_idx", "eos_idx"]
     assert "beam_size" in inspect.signature(beam_search).parameters
     assert "(model, *args, **kwargs)" not in str(inspect.signature(beam_search))
+
+
+def test_model_configs_take_a_vocab_or_a_size_and_refuse_anything_else():
+    from annotated.seq2seq import Seq2SeqConfig
+    from annotated.transformer import EncoderOnlyConfig
+
+    de, en = _de_en_vocabs()
+    for make in (TransformerConfig, EncoderOnlyConfig, Seq2SeqConfig):
+        cfg = make(de, en)  # the data's vocabularies, as a student passes them
+        assert (cfg.src_vocab, cfg.tgt_vocab) == (len(de), len(en)) == (20, 24)
+        assert make(20, 24).src_vocab == 20
+        with pytest.raises(TypeError, match="src_vocab must be a vocabulary size .* got str"):
+            make("de", 24)
+        with pytest.raises(TypeError, match="tgt_vocab must be a vocabulary size .* got bool"):
+            make(20, True)

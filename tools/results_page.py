@@ -100,11 +100,14 @@ ANCHORS: tuple[Anchor, ...] = (
            "test accuracy", 91.01, "%", "CIFAR-10 test (10,000 images)",
            "omihub777/ViT-CIFAR README (commit 0766c12); issue 6 quotes 90.9 %",
            "https://github.com/omihub777/ViT-CIFAR",
-           "same metric and test set as ours; a far longer schedule than any profile here but `full`"),
+           "same metric and test images as ours, but the original pixels: ours are the offline "
+           "copy's JPEG re-encoding (quality 75, chapter 6), for training and test; a far longer "
+           "schedule than any profile here but `full`"),
     Anchor("vit", "ViT on 600 training images, 6 epochs", "validation accuracy", 20.51, "%",
            "CIFAR-10 (200-image validation subset)", SEED_004, "",
            "a 200-image subset: a ±3 % binomial error bar at 20 %; "
-           "not comparable with full-test-set accuracy"),
+           "not comparable with full-test-set accuracy; our row is the mean of five seeds of "
+           "its recipe (chapter 6)"),
 )
 
 
