@@ -530,8 +530,9 @@ def test_translate_drives_greedy_and_beam_search_in_dataset_order():
 def _de_en_vocabs():
     from annotated.translation import Vocab
 
-    de = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", "ein", "hund", "rennt", ".", *[f"d{i}" for i in range(12)]])
-    en = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", "a", "dog", "runs", ".", *[f"e{i}" for i in range(16)]])
+    specials = ["<unk>", "<pad>", "<sos>", "<eos>"]
+    de = Vocab([*specials, "ein", "hund", "rennt", ".", *[f"d{i}" for i in range(12)]])
+    en = Vocab([*specials, "a", "dog", "runs", ".", *[f"e{i}" for i in range(16)]])
     return de, en
 
 
