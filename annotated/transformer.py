@@ -18,6 +18,7 @@ from torch import nn
 from annotated.attention import (
     MultiHeadAttention, causal_mask, copy_from_torch_mha, padding_mask,
     scaled_dot_product_attention)
+from annotated.seq2seq import Seq2Seq
 
 
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
@@ -496,7 +497,26 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
         raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty!r}")
+    if isinstance(model, Seq2Seq):
+        return  # Seq2Seq.encode checks its source itself
+    if not isinstance(model, (Transformer, EncoderOnlyTranslator)):
+        raise TypeError("the decoders take a Seq2Seq, a Transformer or an "
+                        f"EncoderOnlyTranslator, got a {type(model).__name__}")
     check_tokens(src, model.src_embed.vocab_size, "src")
+
+
+def _ids(model: nn.Module, sos_idx: int | None,
+         eos_idx: int | None) -> tuple[int, int]:
+    """The <sos> and <eos> ids: those given, else the model's, else chapter 2's."""
+    from annotated.translation import EOS_IDX, SOS_IDX
+
+    cfg = getattr(model, "cfg", None)
+    sos = getattr(cfg, "sos_idx", SOS_IDX) if sos_idx is None else sos_idx
+    eos = getattr(cfg, "eos_idx", EOS_IDX) if eos_idx is None else eos_idx
+    if isinstance(model, Seq2Seq) and (sos, eos) != (cfg.sos_idx, cfg.eos_idx):
+        raise ValueError(f"a Seq2Seq decodes with its own ids (<sos> {cfg.sos_idx}, "
+                         f"<eos> {cfg.eos_idx}), got {sos} and {eos}")
+    return sos, eos
 
 
 def _eval_mode(fn: Callable) -> Callable:
@@ -594,11 +614,21 @@ def _next_logits(model: "Transformer", ys: torch.Tensor, memory: torch.Tensor,
 
 
 # %% book/05_transformer.md, code cell 33 (Incremental decoding: a key/value cache)
+def _after_eos(tokens: torch.Tensor, eos_idx: int) -> torch.Tensor:
+    """(B, L): True where an <eos> comes strictly before, in the same row."""
+    is_eos = (tokens == eos_idx).long()  # (B, L)
+    return is_eos.cumsum(1) - is_eos > 0
+
+
 def _pad_after_eos(tokens: torch.Tensor, eos_idx: int, pad_idx: int) -> torch.Tensor:
     """Replace every token after the first <eos> of each row by <pad>."""
-    is_eos = (tokens == eos_idx).long()  # (B, L)
-    after = is_eos.cumsum(1) - is_eos > 0  # (B, L): an <eos> strictly before
-    return tokens.masked_fill(after, pad_idx)
+    return tokens.masked_fill(_after_eos(tokens, eos_idx), pad_idx)
+
+
+def _rows_written(attn: torch.Tensor, tokens: torch.Tensor,
+                  eos_idx: int) -> torch.Tensor:
+    """attn (B, L, S) with the rows of the padding after each <eos> set to 0."""
+    return attn.masked_fill(_after_eos(tokens, eos_idx)[..., None], 0.0)
 
 
 def _never_pad_or_sos(logits: torch.Tensor, pad_idx: int, sos_idx: int) -> torch.Tensor:
@@ -609,22 +639,36 @@ def _never_pad_or_sos(logits: torch.Tensor, pad_idx: int, sos_idx: int) -> torch
 
 
 @_eval_mode
-def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: int,
-                  eos_idx: int, use_cache: bool = True) -> torch.Tensor:
-    """Greedy output (B, <= max_len) for src (B, S): no <sos>, <pad> after <eos>."""
+def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int,
+                  sos_idx: int | None = None, eos_idx: int | None = None,
+                  use_cache: bool = True, return_attention: bool = False):
+    """Greedy output (B, L <= max_len) for src (B, S): no <sos>, <pad> after <eos>.
+
+    With return_attention, also the attention (B, L, S) each word was written with
+    (row t: word t; zero rows after <eos>): a Transformer's last decoder layer's
+    cross-attention, mean over heads; a Seq2Seq's own; None for a model without.
+    """
     _check_decode_args(model, src, max_len)
+    sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
+    if isinstance(model, Seq2Seq):  # chapter 3's method: it steps its own state
+        out, attn = model.greedy_decode(src, max_len, return_attention=True)
+        attn = None if attn is None else _rows_written(attn, out, eos_idx)
+        return (out, attn) if return_attention else out
     pad = model.pad_idx
     if isinstance(model, EncoderOnlyTranslator):  # all positions at once, independently
         all_logits = model.free_running_logits(src, max_len)  # (B, max_len, V)
         logits = _never_pad_or_sos(all_logits, pad, sos_idx)
-        return _pad_after_eos(logits.argmax(-1), eos_idx, pad)
+        out = _pad_after_eos(logits.argmax(-1), eos_idx, pad)
+        return (out, None) if return_attention else out
     memory, src_mask = model.encode(src)  # (B, S, d_model), (B, 1, 1, S)
     cache = start_cache(model, memory, src_mask) if use_cache else None
     ys = torch.full((src.size(0), 1), sos_idx, dtype=torch.long,
                     device=src.device)  # (B, 1)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    rows = []  # per step: the last layer's cross-attention of the newest word
     for _ in range(max_len):
         last = _next_logits(model, ys, memory, src_mask, cache)  # (B, V)
+        rows.append(model.decoder.layers[-1].cross_attn.attn[:, :, -1].mean(1))
         logits = _never_pad_or_sos(last, pad, sos_idx)
         next_word = logits.argmax(-1)  # (B,)
         next_word = next_word.masked_fill(done, pad)
@@ -632,7 +676,10 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int, sos_idx: in
         done |= next_word == eos_idx
         if done.all():
             break
-    return ys[:, 1:]
+    out = ys[:, 1:]
+    if not return_attention:
+        return out
+    return out, _rows_written(torch.stack(rows, dim=1), out, eos_idx)  # (B, L, S)
 
 
 # %% book/05_transformer.md, code cell 34 (Incremental decoding: a key/value cache)
@@ -653,18 +700,88 @@ def _penalty(length: int, alpha: float) -> float:
 
 
 # %% book/05_transformer.md, code cell 35 (Incremental decoding: a key/value cache)
+def _rows(x, rows: torch.Tensor):
+    """x[rows] for a tensor, each of a tuple's tensors (an LSTM's (s, c)), or None."""
+    if isinstance(x, tuple):
+        return tuple(t[rows] for t in x)
+    return None if x is None else x[rows]
+
+
+class TransformerRows:
+    """A Transformer's search rows: the memory, its mask and the key/value cache."""
+
+    def __init__(self, model: Transformer, src: torch.Tensor, copies: int,
+                 use_cache: bool = True):
+        memory, src_mask = model.encode(src)  # (B, S, d_model), (B, 1, 1, S)
+        self.model = model  # every sentence's rows repeated `copies` times
+        self.memory = memory.repeat_interleave(copies, 0)  # (B copies, S, d_model)
+        self.src_mask = src_mask.repeat_interleave(copies, 0)
+        self.cache = (start_cache(model, self.memory, self.src_mask) if use_cache
+                      else None)
+
+    def next_logits(self, ys: torch.Tensor) -> torch.Tensor:
+        """Logits (R, V) of the word after each row's prefix ys (R, t)."""
+        return _next_logits(self.model, ys, self.memory, self.src_mask, self.cache)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows `rows` (indices or a boolean mask), in that order."""
+        self.memory, self.src_mask = self.memory[rows], self.src_mask[rows]
+        self.cache = None if self.cache is None else self.cache.select(rows)
+
+
+class Seq2SeqRows:
+    """A Seq2Seq's search rows: encoder outputs, mask, decoder state (chapter 3)."""
+
+    def __init__(self, model: Seq2Seq, src: torch.Tensor, copies: int,
+                 use_cache: bool = True):  # use_cache: a recurrent state is one
+        keys, mask, state, projected = model.encode(src)
+        every = torch.arange(src.size(0), device=src.device).repeat_interleave(copies)
+        self.decoder, self.attention = model.decoder, None  # attention: the last step's
+        self.keys, self.mask, self.projected, self.state = (
+            _rows(x, every) for x in (keys, mask, projected, state))
+
+    def next_logits(self, ys: torch.Tensor) -> torch.Tensor:
+        """Logits (R, V) of the next word; the state takes in the word ys[:, -1]."""
+        emb = self.decoder.embedding(ys[:, -1])  # (R, E); dropout is off in eval
+        self.state, f, self.attention = self.decoder.step(  # attention: (R, S)
+            emb, self.state, self.keys, self.mask, self.projected)
+        return self.decoder.logits(f, emb)  # (R, V)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows `rows` (indices or a boolean mask), in that order."""
+        self.keys, self.mask, self.projected, self.state = (
+            _rows(x, rows) for x in (self.keys, self.mask, self.projected, self.state))
+
+
+def search_rows(model: nn.Module, src: torch.Tensor, copies: int,
+                use_cache: bool = True) -> TransformerRows | Seq2SeqRows:
+    """The search rows of `model` for src (B, S), each sentence `copies` times."""
+    if isinstance(model, Seq2Seq):
+        return Seq2SeqRows(model, src, copies)
+    if isinstance(model, Transformer):
+        return TransformerRows(model, src, copies, use_cache)
+    raise TypeError(f"beam search needs a decoder that reads its own output; a "
+                    f"{type(model).__name__} writes every position at once "
+                    "(use greedy_decode)")
+
+
+# %% book/05_transformer.md, code cell 36 (Incremental decoding: a key/value cache)
 @_eval_mode
-def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int,
-                sos_idx: int, eos_idx: int, length_penalty: float = 0.6,
-                return_all: bool = False, use_cache: bool = True,
-                early_stopping: bool = True):
-    """Beam-search translations (B, <= max_len); return_all: (B, k, L) beams, scores."""
+def beam_search(model: nn.Module, src: torch.Tensor, beam_size: int, max_len: int,
+                sos_idx: int | None = None, eos_idx: int | None = None,
+                length_penalty: float = 0.6, return_all: bool = False,
+                use_cache: bool = True, early_stopping: bool = True,
+                return_attention: bool = False):
+    """Beam-search translations (B, L <= max_len) of a Transformer or a Seq2Seq.
+
+    return_all: the (B, k, L) beams and their scores instead; return_attention:
+    also the attention (B, L, S) of the best translation, as greedy_decode's.
+    """
     _check_decode_args(model, src, max_len, beam_size, length_penalty)
-    B, k, pad, device = src.size(0), beam_size, model.pad_idx, src.device
-    memory, src_mask = model.encode(src)
-    memory = memory.repeat_interleave(k, 0)  # (B k, S, d_model)
-    src_mask = src_mask.repeat_interleave(k, 0)  # (B k, 1, 1, S)
-    cache = start_cache(model, memory, src_mask) if use_cache else None
+    sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
+    B, k, device = src.size(0), beam_size, src.device
+    pad = model.cfg.pad_idx
+    state = search_rows(model, src, k, use_cache)  # B k rows: k per sentence
     ys = torch.full((B * k, 1), sos_idx, dtype=torch.long, device=device)  # (B k, 1)
     alive = torch.full((B, k), float("-inf"), device=device)  # live beams' log p
     alive[:, 0] = 0.0  # one live beam at first, so step 1 does not pick k copies
@@ -673,8 +790,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     todo = torch.arange(B, device=device)  # the sentences still being searched
     for step in range(max_len):
         b = todo.numel()
-        logits = _never_pad_or_sos(_next_logits(model, ys, memory, src_mask, cache),
-                                   pad, sos_idx)
+        logits = _never_pad_or_sos(state.next_logits(ys), pad, sos_idx)
         logp = logits.log_softmax(-1).view(b, k, -1)  # (b, k, V)
         V = logp.size(-1)
         cand, index = (alive[..., None] + logp).view(b, k * V).topk(2 * k, dim=-1)
@@ -690,7 +806,7 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
         alive, pick = cand.masked_fill(ends, float("-inf")).topk(k, dim=-1)  # (b, k)
         rows = rows.gather(1, pick).view(-1)  # (b k,): the rows the beams came from
         ys = torch.cat([ys[rows], word.gather(1, pick).view(-1, 1)], dim=1)
-        cache = cache.select(rows) if cache is not None else None
+        state.select(rows)
         best_possible = alive[:, 0] / _penalty(max_len, length_penalty)  # (b,)
         done = (fin_scores[todo, -1] > best_possible) & early_stopping
         if step == max_len - 1 or done.all():
@@ -698,13 +814,41 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
         if done.any():  # drop the finished sentences' rows from the batch
             todo, alive = todo[~done], alive[~done]
             keep = (~done).repeat_interleave(k)
-            ys, memory, src_mask = ys[keep], memory[keep], src_mask[keep]
-            cache = cache.select(keep) if cache is not None else None
+            ys = ys[keep]
+            state.select(keep)
     out = fin_tokens[..., : max(int((fin_tokens != pad).sum(-1).max()), 1)]
-    return (out, fin_scores) if return_all else out[:, 0]
+    result = (out, fin_scores) if return_all else (out[:, 0],)
+    if return_attention:
+        result += (decode_attention(model, src, out[:, 0], sos_idx, eos_idx),)
+    return result if len(result) > 1 else result[0]
 
 
-# %% book/05_transformer.md, code cell 37 (Looking inside: attention maps)
+@_eval_mode
+def decode_attention(model: nn.Module, src: torch.Tensor, tokens: torch.Tensor,
+                     sos_idx: int | None = None, eos_idx: int | None = None):
+    """The attention (B, L, S) each word of `tokens` (B, L) was written with.
+
+    The output is read again, teacher-forced: the same computation as the decode's
+    (checked against greedy_decode's, which it records while it decodes); None for
+    the encoder-only translator and a Seq2Seq without attention.
+    """
+    sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
+    tgt_in = torch.cat([torch.full_like(tokens[:, :1], sos_idx), tokens[:, :-1]], 1)
+    if isinstance(model, Transformer):
+        model(src, tgt_in)  # (B, L): <sos> and the words before each one
+        attn = model.decoder.layers[-1].cross_attn.attn.mean(1)  # (B, L, S)
+    elif isinstance(model, Seq2Seq) and model.cfg.attention is not None:
+        state, weights = Seq2SeqRows(model, src, 1), []
+        for t in range(tgt_in.size(1)):
+            state.next_logits(tgt_in[:, : t + 1])
+            weights.append(state.attention)
+        attn = torch.stack(weights, dim=1)  # (B, L, S)
+    else:
+        return None
+    return _rows_written(attn, tokens, eos_idx)
+
+
+# %% book/05_transformer.md, code cell 39 (Looking inside: attention maps)
 def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
     """The last forward pass's attention weights per kind: a (B, h, q, k) per layer."""
     encoder, decoder = model.encoder.layers, model.decoder.layers
@@ -713,7 +857,7 @@ def attention_maps(model: Transformer) -> dict[str, list[torch.Tensor]]:
             "cross-attention": [layer.cross_attn.attn for layer in decoder]}
 
 
-# %% book/05_transformer.md, code cell 38 (Training recipe)
+# %% book/05_transformer.md, code cell 40 (Training recipe)
 def noam_schedule(optimizer: torch.optim.Optimizer,
                   warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to the optimizer's lr over `warmup` steps, then 1/sqrt decay."""
@@ -724,27 +868,23 @@ def noam_schedule(optimizer: torch.optim.Optimizer,
         lambda step: min((step + 1) / warmup, math.sqrt(warmup / (step + 1))))
 
 
-# %% book/05_transformer.md, code cell 39 (Training recipe)
+# %% book/05_transformer.md, code cell 41 (Training recipe)
 def greedy_search(model: nn.Module, src: torch.Tensor, max_len: int,
                   use_cache: bool = True) -> torch.Tensor:
-    """translate()'s decode for a Transformer: greedy search."""
-    from annotated.translation import EOS_IDX, SOS_IDX
-
-    return greedy_decode(model, src, max_len, SOS_IDX, EOS_IDX, use_cache)
+    """translate()'s decode: greedy_decode with the model's <sos> and <eos>."""
+    return greedy_decode(model, src, max_len, use_cache=use_cache)
 
 
 def beam_search_decoder(beam_size: int, length_penalty: float = 0.6,
                         use_cache: bool = True) -> Callable:
-    """translate()'s decode for a Transformer: beam search of `beam_size` beams."""
-    from annotated.translation import EOS_IDX, SOS_IDX
-
+    """translate()'s decode: beam search of `beam_size` beams (any decoder model)."""
     def decode(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
-        return beam_search(model, src, beam_size, max_len, SOS_IDX, EOS_IDX,
-                           length_penalty, use_cache=use_cache)
+        return beam_search(model, src, beam_size, max_len,
+                           length_penalty=length_penalty, use_cache=use_cache)
     return decode
 
 
-# %% book/05_transformer.md, code cell 56 (What the cache buys)
+# %% book/05_transformer.md, code cell 58 (What the cache buys)
 def _seconds(fn: Callable, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -784,7 +924,7 @@ def decode_step_seconds(model: Transformer, src: torch.Tensor, prefix_len: int,
             "ratio": median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1]}
 
 
-# %% book/05_transformer.md, code cell 75 (Translate your own sentence)
+# %% book/05_transformer.md, code cell 77 (Translate your own sentence)
 @dataclass
 class Translation:
     """One translated sentence and where each written word looked."""
@@ -802,12 +942,10 @@ def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
                        extra_len: int = 10) -> Translation:
     """Translate one German string with a Transformer, encoder-only or Seq2Seq model.
 
-    Greedy search, or beam search of `beam_size` beams (Transformer only); the
-    output may run `extra_len` words beyond the source's length.
+    Greedy search, or beam search of `beam_size` beams (a Transformer or a
+    Seq2Seq); the output may run `extra_len` words beyond the source's length.
     """
-    from annotated.seq2seq import Seq2Seq
-    from annotated.translation import (EOS_IDX, SOS_IDX, UNK_IDX, detokenize_en,
-                                       tokenize_de)
+    from annotated.translation import EOS_IDX, UNK_IDX, detokenize_en, tokenize_de
 
     tokens = tokenize_de(german)
     if not tokens:
@@ -817,28 +955,21 @@ def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
         raise ValueError(f"none of the words {tokens} is in the German vocabulary "
                          f"({len(src_vocab):,} words): the model could only write "
                          "<unk>")
-    if beam_size is not None and not isinstance(model, Transformer):
-        raise ValueError(f"beam search is written for the Transformer; a "
-                         f"{type(model).__name__} decodes greedily (beam_size=None)")
-    model.eval()
+    if beam_size is not None and isinstance(model, EncoderOnlyTranslator):
+        raise ValueError("the encoder-only translator writes every position at "
+                         "once, so there is nothing to search: use beam_size=None")
     src = torch.tensor([ids + [EOS_IDX]], device=next(model.parameters()).device)
     max_len = src.size(1) + extra_len
-    attention = None
-    if isinstance(model, Seq2Seq):
-        out, attn = model.greedy_decode(src, max_len, return_attention=True)
-        attention = None if attn is None else attn[0]  # (L, S): row t wrote word t
-    elif beam_size is None:
-        out = greedy_search(model, src, max_len)
+    if beam_size is None:
+        out, attention = greedy_decode(model, src, max_len, return_attention=True)
     else:
-        out = beam_search_decoder(beam_size, length_penalty)(model, src, max_len)
+        out, attention = beam_search(model, src, beam_size, max_len,
+                                     length_penalty=length_penalty,
+                                     return_attention=True)
     written = out[0].tolist()
     n_rows = written.index(EOS_IDX) + 1 if EOS_IDX in written else len(written)
     words = tgt_vocab.decode(written)
-    if isinstance(model, Transformer):  # re-read the output, teacher-forced
-        model(src, torch.tensor([[SOS_IDX] + written[:n_rows - 1]], device=src.device))
-        attention = model.decoder.layers[-1].cross_attn.attn[0].mean(0)  # (rows, S)
-    elif attention is not None:
-        attention = attention[:n_rows]
+    attention = None if attention is None else attention[0, :n_rows]  # (rows, S)
     rows = words + (["<eos>"] if EOS_IDX in written else [])
     return Translation([src_vocab.itos[i] for i in src[0].tolist()], words,
                        detokenize_en(words), rows,

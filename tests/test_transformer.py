@@ -569,8 +569,12 @@ def test_translate_sentence_seq2seq_uses_the_decoding_steps_attention():
     tokens, attn = model.greedy_decode(torch.tensor([[4, 5, 6, 7, EOS]]), 8, return_attention=True)
     assert out.words == en.decode(tokens[0])
     assert torch.allclose(out.attention, attn[0, : len(out.rows)])
-    with pytest.raises(ValueError, match="a Seq2Seq decodes greedily"):
-        translate_sentence(model, "ein hund", de, en, beam_size=2)
+    beamed = translate_sentence(model, "ein hund rennt .", de, en, beam_size=2, extra_len=3)
+    best = beam_search(model, torch.tensor([[4, 5, 6, 7, EOS]]), 2, 8)  # one API for both
+    assert beamed.words == en.decode(best[0])
+    enc_only = EncoderOnlyTranslator(EncoderOnlyConfig(len(de), len(en), d_model=8, n_heads=2))
+    with pytest.raises(ValueError, match="encoder-only translator writes every position"):
+        translate_sentence(enc_only, "ein hund", de, en, beam_size=2)
 
 
 def test_translate_sentence_refuses_empty_and_all_unknown_sentences():
