@@ -487,9 +487,24 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, settings: dict,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": _jsonable(settings), "model": model.state_dict(),
-               "state": state,
+               "state": state, "builder": model_builder(model),
                "optimizer": None if optimizer is None else optimizer.state_dict()}
     return _save_atomically(payload, path)
+
+
+def model_builder(model: torch.nn.Module) -> dict | None:
+    """What rebuilds `model`: its class, its config's class and fields (or None).
+
+    Only a model of this package with a dataclass `.cfg` can say; the file keeps
+    it beside the settings, not among them, so it is not part of the match.
+    """
+    cfg = getattr(model, "cfg", None)
+    if not type(model).__module__.startswith("annotated.") or not (
+            dataclasses.is_dataclass(cfg)):
+        return None
+    name = lambda x: f"{type(x).__module__}.{type(x).__qualname__}"  # noqa: E731
+    return {"class": name(model), "config_class": name(cfg),
+            "config": _jsonable(dataclasses.asdict(cfg))}
 
 
 def _save_atomically(payload: dict, path: Path) -> Path:
@@ -571,8 +586,21 @@ def save_compact(path: str | Path, model: torch.nn.Module, settings: dict) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": COMPACT_FORMAT, "config": _jsonable(settings),
-               "tensors": tensors}
+               "tensors": tensors, "builder": model_builder(model)}
     return _save_atomically(payload, path)
+
+
+def _dequantized(tensors: dict) -> dict[str, torch.Tensor]:
+    """save_compact's tensors as a state dict: int8 rows times their scales."""
+    dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16,
+              "torch.bfloat16": torch.bfloat16}
+
+    def dequantize(t: dict) -> torch.Tensor:
+        codes = t["codes"].float() * t["scale"]  # (rows, cols)
+        return codes.reshape(t["shape"]).to(dtypes[t["dtype"]])
+
+    return {name: dequantize(t) if isinstance(t, dict) else t
+            for name, t in tensors.items()}
 
 
 def load_compact(path: str | Path, model: torch.nn.Module,
@@ -590,20 +618,59 @@ def load_compact(path: str | Path, model: torch.nn.Module,
     if fmt != COMPACT_FORMAT:
         raise CheckpointError(f"{path} has format {fmt!r}, not {COMPACT_FORMAT!r}")
     _check_settings(path, saved, settings)
-    dtypes = {"torch.float32": torch.float32, "torch.float16": torch.float16,
-              "torch.bfloat16": torch.bfloat16}
-
-    def dequantize(t: dict) -> torch.Tensor:
-        codes = t["codes"].float() * t["scale"]  # (rows, cols)
-        return codes.reshape(t["shape"]).to(dtypes[t["dtype"]])
-
-    state = {name: dequantize(t) if isinstance(t, dict) else t
-             for name, t in tensors.items()}
-    model.load_state_dict(state)
+    model.load_state_dict(_dequantized(tensors))
     return model
 
 
-# %% book/appendix_plumbing.md, code cell 24 (Where the work goes)
+# %% book/appendix_plumbing.md, code cell 24 (A model from its file alone)
+def build_model(builder: dict, origin: str | Path = "the file") -> torch.nn.Module:
+    """A fresh model from model_builder's record: its config, then the class."""
+    import importlib
+
+    def find(qualified: str):
+        module, _, name = qualified.rpartition(".")
+        if not module.startswith("annotated."):
+            raise CheckpointError(f"{origin} names {qualified!r}, not a class of "
+                                  "this package: it is not built")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            raise CheckpointError(f"{origin} names {qualified!r}, which this "
+                                  f"version of the package does not have") from None
+
+    return find(builder["class"])(find(builder["config_class"])(**builder["config"]))
+
+
+def load_model(path: str | Path,
+               map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model a checkpoint or shipped-weights file holds, ready, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint or weights file at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        builder = payload.get("builder")
+    except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
+        raise CheckpointError(f"{path} is not a readable checkpoint or weights file "
+                              f"({type(err).__name__}: {err})") from None
+    if builder is None:
+        raise CheckpointError(
+            f"{path} does not name its model (written before files did, or not a "
+            "model of this package): build the model and use load_checkpoint or "
+            "load_compact with its settings")
+    model = build_model(builder, path)
+    if payload.get("format") == COMPACT_FORMAT:
+        model.load_state_dict(_dequantized(payload["tensors"]))
+    else:
+        model.load_state_dict(payload["model"])
+        if not payload.get("state", {}).get("finished", False):
+            epochs = payload.get("state", {}).get("history", {}).get("epoch", [])
+            print(f"{path.name}: an unfinished run (after epoch "
+                  f"{epochs[-1] if epochs else 0}), loaded as it stands")
+    return model.to(map_location).eval()
+
+
+# %% book/appendix_plumbing.md, code cell 26 (Where the work goes)
 FOLDERS = {"checkpoints": "ANNOTATED_CHECKPOINTS", "results": "ANNOTATED_RESULTS",
            "weights": "ANNOTATED_WEIGHTS"}
 
@@ -642,17 +709,17 @@ def where_work_goes() -> str:
     return text
 
 
-# %% book/appendix_plumbing.md, code cell 26 (Shipped files, on any copy of the book)
+# %% book/appendix_plumbing.md, code cell 28 (Shipped files, on any copy of the book)
 SHIPPED = {  # chapter -> the full run's files it shows, with their SHA-256
     "03_seq2seq": {
         "weights/03_lstm+attn.full.int8.pt":
-            "a96903c12055c338cdba52fc7c83a653ad5cfa18e35cda0e974ef47d347db72e",
+            "ffdc209875ca0e653e6b56ef16b3341613375b7ad277a3ddce12509703cff1d5",
         "results/03_seq2seq.full.json":
             "a53831476303004c61cae49c7225b30c21c3b8d2f1e4d8c5ca3e1e722a2374b6",
     },
     "05_transformer": {
         "weights/05_transformer.full.int8.pt":
-            "86a8439ab5765926c303fbd548eabd59baa7d83386ae87e66f7b00f6ac63169a",
+            "27332c1483839c2da6ecf12850173d0270e7d157974affab417c3d54423f68f7",
         "results/05_transformer.full.json":
             "1a18fefc32bca1cfdef36cb2631bcb96fab05212f763c9f00e30fa136502382c",
         "results/03_seq2seq.full.json":
@@ -702,7 +769,7 @@ def fetch_shipped(chapter: str) -> list[str]:
     return lines
 
 
-# %% book/appendix_plumbing.md, code cell 28 (What a run costs, here)
+# %% book/appendix_plumbing.md, code cell 30 (What a run costs, here)
 REFERENCE_MATMUL_FLOPS = 1.0e11  # the reference CPU's float32 speed (see above)
 GPU_EFFICIENCY = 0.15  # the share of the probe's speed small models reach on a GPU
 LONG_RUN_S = 30 * 60  # longer than this is announced, and not a GPU's default
@@ -741,7 +808,7 @@ def matmul_speed(device: torch.device, repeats: int = 5) -> float:
     return 2 * 2048 * 512 * 1024 / min(seconds)  # the fastest: the least disturbed
 
 
-# %% book/appendix_plumbing.md, code cell 29 (What a run costs, here)
+# %% book/appendix_plumbing.md, code cell 31 (What a run costs, here)
 def _trains_first(chapter: str | None, profile: str) -> str | None:
     """The chapter whose models this one must train first (checkpoints missing)."""
     if chapter not in TRAINED_ELSEWHERE:
@@ -778,7 +845,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-# %% book/appendix_plumbing.md, code cell 30 (What a run costs, here)
+# %% book/appendix_plumbing.md, code cell 32 (What a run costs, here)
 def run_notice(chapter: str | None, profile: str, device: torch.device,
                speed: float, chosen: bool = True) -> list[str]:
     """What the run will cost here, a warning if it is long, and why it was chosen."""

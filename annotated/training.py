@@ -22,8 +22,8 @@ from torch.utils.data import DistributedSampler
 
 from annotated.plumbing import (CheckpointError, device_name, distributed_env,
                                 git_commit, init_distributed, load_checkpoint,
-                                load_compact, progress_bar, rng_states, save_checkpoint,
-                                save_compact, set_rng_states)
+                                load_compact, load_model, progress_bar, rng_states,
+                                save_checkpoint, save_compact, set_rng_states)
 
 Step = Callable[[nn.Module, Any], tuple[torch.Tensor, float, int]]
 Evaluate = Callable[[nn.Module], dict]
@@ -329,6 +329,11 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
         _resume(state, run, scheduler, scaler, data)
         if say:
             print(f"resuming {path.name} after epoch {run.done}")
+    elif say:  # say where it looked: training may take minutes
+        where = ("no checkpoint asked for: nothing is saved" if path is None else
+                 f"no checkpoint at {path}: it is written there after every epoch")
+        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        print(f"training for up to {epochs} ({where})")
     trained = DistributedDataParallel(model) if env.world_size > 1 else model
     last = config.epochs if config.stop_after is None else min(
         config.epochs, run.done + config.stop_after)
@@ -386,10 +391,24 @@ def save_shipped(path: str | Path, model: nn.Module, settings: dict) -> Path:
     return path
 
 
-def load_shipped(path: str | Path, model: nn.Module,
-                 settings: dict) -> nn.Module | None:
-    """`model` with the shipped weights at `path`, or None (saying why) if unusable."""
+def load_shipped(path: str | Path, model: nn.Module | None = None,
+                 settings: dict | None = None, **vocabs) -> nn.Module | None:
+    """`model` with the shipped weights at `path`, or None (saying why) if unusable.
+
+    Without a model: the model the file names, ready (errors if it cannot be),
+    after checking the vocabularies given (src_vocab=..., tgt_vocab=...).
+    """
     path = Path(path)
+    if model is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"no weights file at {path}")
+        if vocabs:
+            saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
+            wrong = [name for name, v in vocabs.items() if saved.get(name) != v.digest()]
+            if wrong:
+                raise CheckpointError(f"{path} was trained with other vocabularies "
+                                      f"than the {', '.join(wrong)} given")
+        return load_model(path)
     if not path.exists():
         print(f"no weights/{path.name}")
         return None

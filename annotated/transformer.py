@@ -9,7 +9,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -884,7 +884,57 @@ def beam_search_decoder(beam_size: int, length_penalty: float = 0.6,
     return decode
 
 
-# %% book/05_transformer.md, code cell 58 (What the cache buys)
+# %% book/05_transformer.md, code cell 45 (Training on Multi30k)
+@dataclass
+class TransformerRecipe:
+    """How a chapter-5 translator is trained (on top of the appendix's TrainConfig)."""
+
+    epochs: int = 6  # at most this many passes (early stopping: patience 3 epochs)
+    lr: float = 2e-3  # the peak learning rate, reached after `warmup` steps
+    warmup: int = 400  # steps of linear warmup, then 1/sqrt decay (noam_schedule)
+    label_smoothing: float = 0.1  # on the training loss only
+    max_tokens: int = 1500  # tokens per training batch (make_loader's budget)
+    max_steps: int | None = None  # at most this many steps per epoch (None: all)
+
+    def __post_init__(self):
+        for name in ("epochs", "warmup", "max_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, "
+                                 f"got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1), "
+                             f"got {self.label_smoothing!r}")
+
+
+# %% book/05_transformer.md, code cell 50 (Warmup and the two LayerNorm placements)
+def train_transformer(model: nn.Module, data, recipe: TransformerRecipe,
+                      checkpoint=None, verbose: bool = True,
+                      max_eval_steps: int | None = None) -> dict:
+    """Train a Transformer or encoder-only translator on `data` (TranslationData).
+
+    training.fit with the recipe, resumable at `checkpoint` (a finished run there
+    is loaded, not trained again); validation on at most max_eval_steps batches.
+    """
+    from annotated.training import TrainConfig, fit
+    from annotated.translation import evaluate, make_loader, teacher_forcing_step
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98),
+                                 eps=1e-9)
+    config = TrainConfig(epochs=recipe.epochs, max_steps=recipe.max_steps,
+                         patience=3, scheduler_interval="step", verbose=verbose)
+    step = functools.partial(teacher_forcing_step,
+                             label_smoothing=recipe.label_smoothing)
+    val_loader = make_loader(data.val, 4000, shuffle=False)
+    return fit(model, step, make_loader(data.train, recipe.max_tokens, seed=0),
+               evaluate=lambda m: evaluate(m, val_loader, max_steps=max_eval_steps),
+               optimizer=optimizer, scheduler=noam_schedule(optimizer, recipe.warmup),
+               config=config, checkpoint=checkpoint,
+               settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
+
+
+# %% book/05_transformer.md, code cell 60 (What the cache buys)
 def _seconds(fn: Callable, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -924,7 +974,7 @@ def decode_step_seconds(model: Transformer, src: torch.Tensor, prefix_len: int,
             "ratio": median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1]}
 
 
-# %% book/05_transformer.md, code cell 77 (Translate your own sentence)
+# %% book/05_transformer.md, code cell 79 (Translate your own sentence)
 @dataclass
 class Translation:
     """One translated sentence and where each written word looked."""
