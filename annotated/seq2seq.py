@@ -246,9 +246,15 @@ class Seq2Seq(nn.Module):
                       return_attention: bool = False):
         """Token ids (B, L <= max_len), <pad> after each sentence's <eos>.
 
-        With return_attention, also the attention weights (B, L, S) (None without).
+        In eval mode (no dropout; the mode is restored after). With
+        return_attention, also the attention weights (B, L, S) (None without).
         """
-        _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
+        was_training = self.training
+        self.eval()
+        try:
+            _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
+        finally:
+            self.train(was_training)
         return (tokens, attn) if return_attention else tokens
 
 
