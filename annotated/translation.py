@@ -590,6 +590,10 @@ Decode = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 
 def greedy_method(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
     """translate()'s default decode: the model's own greedy_decode(src, max_len)."""
+    if not callable(getattr(model, "greedy_decode", None)):
+        raise TypeError(f"a {type(model).__name__} has no greedy_decode method: pass "
+                        "decode=annotated.transformer.greedy_decode (any family) or "
+                        "beam_search_decoder(k)")
     return model.greedy_decode(src, max_len)
 
 

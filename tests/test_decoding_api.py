@@ -206,3 +206,21 @@ def test_bad_calls_name_the_problem():
         beam_search(_seq2seq(), torch.full((1, 3), PAD), 2, 4)
     with pytest.raises(ValueError, match="src ids must be in"):
         beam_search(_seq2seq(), torch.tensor([[4, V_SRC]]), 2, 4)
+
+
+def test_translate_default_decode_names_the_fix_for_a_model_without_the_method():
+    from annotated.translation import TranslationDataset, Vocab, translate
+
+    vocab = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(V_TGT - 4)]])
+    ds = TranslationDataset([[4, 5, EOS]], [[SOS, 4, EOS]], [0], {})
+    with pytest.raises(TypeError, match="no greedy_decode method: pass decode=annotated.transformer.greedy_decode"):
+        translate(_transformer(), ds, vocab)
+    assert translate(_seq2seq(), ds, vocab)  # a Seq2Seq has the method
+
+
+def test_seq2seq_greedy_method_runs_in_eval_mode_and_restores_the_mode():
+    model, src = _seq2seq(seed=8).train(), _src()
+    first = model.greedy_decode(src, 8)
+    assert model.training  # restored
+    assert torch.equal(first, model.greedy_decode(src, 8))  # no dropout noise between calls
+    assert torch.equal(first, model.eval().greedy_decode(src, 8))

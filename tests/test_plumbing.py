@@ -396,3 +396,54 @@ def test_shipped_seq2seq_weights_load_and_reproduce_their_record(full_multi30k):
     recorded = record["metrics"]["lstm+attn"]["test_ppl_TF"]
     assert _test_ppl(model, data) == pytest.approx(recorded, rel=0.02)
     assert path.stat().st_size <= 20 * 10**6
+
+
+def _small_seq2seq():
+    from annotated.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    torch.manual_seed(0)
+    return Seq2Seq(Seq2SeqConfig(20, 20, cell="rnn", attention="cosine", emb_dim=8, hidden_dim=8))
+
+
+def test_load_model_rebuilds_the_model_from_either_file_alone(tmp_path):
+    model = _small_seq2seq().eval()
+    P.save_checkpoint(tmp_path / "m.pt", model, {"whatever": 1}, finished=True)
+    P.save_compact(tmp_path / "m.int8.pt", model, {"whatever": 1})
+    src, tgt = torch.randint(4, 20, (2, 5)), torch.randint(4, 20, (2, 3))
+    exact = P.load_model(tmp_path / "m.pt")
+    assert type(exact) is type(model) and exact.cfg == model.cfg and not exact.training
+    assert torch.equal(exact(src, tgt), model(src, tgt))
+    small = P.load_model(tmp_path / "m.int8.pt")
+    assert small.cfg == model.cfg and (small(src, tgt) - model(src, tgt)).abs().max() < 0.05
+
+
+def test_load_model_refuses_what_it_cannot_build_and_says_so(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no checkpoint or weights file at .*none.pt"):
+        P.load_model(tmp_path / "none.pt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(P.CheckpointError, match="not a readable checkpoint or weights file"):
+        P.load_model(tmp_path / "bad.pt")
+    P.save_checkpoint(tmp_path / "linear.pt", torch.nn.Linear(2, 2), {})  # no builder: not ours
+    with pytest.raises(P.CheckpointError, match="does not name its model"):
+        P.load_model(tmp_path / "linear.pt")
+    model = _small_seq2seq()
+    for cls, why in (("os.system", "not a class of this package"),
+                     ("annotated.seq2seq.NoSuchModel", "does not have")):
+        payload = {"config": {}, "model": model.state_dict(), "state": {},
+                   "builder": P.model_builder(model) | {"class": cls}}
+        torch.save(payload, tmp_path / "odd.pt")
+        with pytest.raises(P.CheckpointError, match=why):
+            P.load_model(tmp_path / "odd.pt")
+    P.save_checkpoint(tmp_path / "half.pt", model, {}, history={"epoch": [1, 2]})  # not finished
+    P.load_model(tmp_path / "half.pt")
+    assert "half.pt: an unfinished run (after epoch 2), loaded as it stands" in capsys.readouterr().out
+
+
+def test_the_shipped_weights_name_their_model():
+    from annotated.training import load_shipped
+
+    for name, cls in (("03_lstm+attn.full.int8.pt", "Seq2Seq"), ("05_transformer.full.int8.pt", "Transformer")):
+        model = load_shipped(ROOT / "weights" / name)
+        assert type(model).__name__ == cls and not model.training
+    with pytest.raises(FileNotFoundError, match="no weights file at"):
+        load_shipped(ROOT / "weights" / "nothing.int8.pt")
