@@ -213,7 +213,8 @@ def test_translate_default_decode_names_the_fix_for_a_model_without_the_method()
 
     vocab = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(V_TGT - 4)]])
     ds = TranslationDataset([[4, 5, EOS]], [[SOS, 4, EOS]], [0], {})
-    with pytest.raises(TypeError, match="no greedy_decode method: pass decode=annotated.transformer.greedy_decode"):
+    hint = "no greedy_decode method: pass decode=annotated.transformer.greedy_decode"
+    with pytest.raises(TypeError, match=hint):
         translate(_transformer(), ds, vocab)
     assert translate(_seq2seq(), ds, vocab)  # a Seq2Seq has the method
 

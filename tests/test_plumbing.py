@@ -442,7 +442,8 @@ def test_load_model_refuses_what_it_cannot_build_and_says_so(tmp_path, capsys):
 def test_the_shipped_weights_name_their_model():
     from annotated.training import load_shipped
 
-    for name, cls in (("03_lstm+attn.full.int8.pt", "Seq2Seq"), ("05_transformer.full.int8.pt", "Transformer")):
+    for name, cls in (("03_lstm+attn.full.int8.pt", "Seq2Seq"),
+                      ("05_transformer.full.int8.pt", "Transformer")):
         model = load_shipped(ROOT / "weights" / name)
         assert type(model).__name__ == cls and not model.training
     with pytest.raises(FileNotFoundError, match="no weights file at"):

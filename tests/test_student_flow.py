@@ -122,5 +122,6 @@ def test_a_students_script_outside_the_repository(tmp_path):
     rerun = subprocess.run([sys.executable, "flow.py"], cwd=work, env=env, capture_output=True,
                            text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "loaded the finished run s2s.pt" in rerun.stdout and "loaded the finished run tf.pt" in rerun.stdout
+    for name in ("s2s.pt", "tf.pt"):
+        assert f"loaded the finished run {name}" in rerun.stdout
     assert "training for up to" not in rerun.stdout

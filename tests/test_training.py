@@ -53,7 +53,8 @@ def test_early_stopping_and_checkpoint_round_trip(tmp_path, capsys):
     history = _fit(model, loader, val, opt, cfg, checkpoint=path, settings={"model": {"d": 8}})
     assert history["epoch"] == [1, 2, 3] and history["stopped_early"] and history["best_epoch"] == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"training for up to 10 epochs (no checkpoint at {path}: it is written there after every epoch)"
+    said = f"training for up to 10 epochs (no checkpoint at {path}: it is written there after every epoch)"
+    assert lines[0] == said
     assert sum(line.startswith("epoch ") for line in lines) == 3
     # the one policy: a finished run is loaded, not retrained
     fresh = T.BagOfWordsTranslator(16, 16, d=8)
