@@ -404,7 +404,8 @@ def load_shipped(path: str | Path, model: nn.Module | None = None,
             raise FileNotFoundError(f"no weights file at {path}")
         if vocabs:
             saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
-            wrong = [name for name, v in vocabs.items() if saved.get(name) != v.digest()]
+            wrong = [name for name, vocab in vocabs.items()
+                     if saved.get(name) != vocab.digest()]
             if wrong:
                 raise CheckpointError(f"{path} was trained with other vocabularies "
                                       f"than the {', '.join(wrong)} given")
