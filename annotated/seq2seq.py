@@ -247,7 +247,8 @@ class Seq2Seq(nn.Module):
         """Token ids (B, L <= max_len), <pad> after each sentence's <eos>.
 
         In eval mode (no dropout; the mode is restored after). With
-        return_attention, also the attention weights (B, L, S) (None without).
+        return_attention, also the attention (B, L, S) each word was written with,
+        zero rows after <eos> (None without attention).
         """
         was_training = self.training
         self.eval()
@@ -255,6 +256,9 @@ class Seq2Seq(nn.Module):
             _, tokens, attn = self._run_free(src, max_len, stop_at_eos=True)
         finally:
             self.train(was_training)
+        if attn is not None:  # the steps after a sentence's <eos> wrote nothing
+            is_eos = (tokens == self.cfg.eos_idx).long()  # (B, L)
+            attn = attn.masked_fill((is_eos.cumsum(1) - is_eos > 0)[..., None], 0.0)
         return (tokens, attn) if return_attention else tokens
 
 

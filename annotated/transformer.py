@@ -255,6 +255,11 @@ class EncoderOnlyTranslator(nn.Module):
         """Teacher-forced logits (B, T, V): the target is used only for its length."""
         return self.free_running_logits(src, tgt.size(1))
 
+    def greedy_decode(self, src: torch.Tensor, max_len: int,
+                      return_attention: bool = False):
+        """Seq2Seq's method for this family too: greedy_decode(self, ...), below."""
+        return greedy_decode(self, src, max_len, return_attention=return_attention)
+
 
 # %% book/05_transformer.md, code cell 19 (The decoder)
 class DecoderLayer(nn.Module):
@@ -412,6 +417,11 @@ class Transformer(nn.Module):
             ys = torch.cat([ys, logits.argmax(-1, keepdim=True)], dim=1)
         return torch.stack(steps, dim=1)  # (B, tgt_len, V)
 
+    def greedy_decode(self, src: torch.Tensor, max_len: int,
+                      return_attention: bool = False):
+        """Seq2Seq's method for this family too: greedy_decode(self, ...), below."""
+        return greedy_decode(self, src, max_len, return_attention=return_attention)
+
 
 # %% book/05_transformer.md, code cell 25 (Equivalence with `torch.nn.Transformer`)
 class TorchTransformer(nn.Module):
@@ -503,6 +513,24 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
         raise TypeError("the decoders take a Seq2Seq, a Transformer or an "
                         f"EncoderOnlyTranslator, got a {type(model).__name__}")
     check_tokens(src, model.src_embed.vocab_size, "src")
+
+
+def _warn_without_eos(model: nn.Module, src: torch.Tensor, eos_idx: int) -> None:
+    """Warn about source rows whose last word (before any <pad>) is not <eos>."""
+    if not (isinstance(src, torch.Tensor) and src.dim() == 2 and src.numel()):
+        return  # the model's own checks name what is wrong with src
+    real = (src != model.cfg.pad_idx).long()  # (B, S)
+    if not real.any(1).all() or not 0 <= int(src.min()) <= int(src.max()) < (
+            model.cfg.src_vocab):
+        return  # ditto: a row of padding only, an id outside the vocabulary
+    last = real.cumsum(1).argmax(1)  # (B,): the position of each row's last word
+    missing = src.gather(1, last[:, None])[:, 0] != eos_idx  # (B,)
+    if missing.any():
+        rows = missing.nonzero().flatten().tolist()
+        warnings.warn(f"source rows {rows[:8]}{' ...' if len(rows) > 8 else ''} do "
+                      f"not end in <eos> (id {eos_idx}); the translators learned from "
+                      "rows that do: append it, as translate_sentence does",
+                      stacklevel=4)
 
 
 def _ids(model: nn.Module, sos_idx: int | None,
@@ -650,6 +678,7 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int,
     """
     _check_decode_args(model, src, max_len)
     sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
+    _warn_without_eos(model, src, eos_idx)
     if isinstance(model, Seq2Seq):  # chapter 3's method: it steps its own state
         out, attn = model.greedy_decode(src, max_len, return_attention=True)
         attn = None if attn is None else _rows_written(attn, out, eos_idx)
@@ -779,6 +808,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, beam_size: int, max_len: in
     """
     _check_decode_args(model, src, max_len, beam_size, length_penalty)
     sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
+    _warn_without_eos(model, src, eos_idx)
     B, k, device = src.size(0), beam_size, src.device
     pad = model.cfg.pad_idx
     state = search_rows(model, src, k, use_cache)  # B k rows: k per sentence

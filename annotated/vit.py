@@ -392,16 +392,23 @@ RAW_PIXELS = 20.0  # normalize() maps 0..255 to within about ±3; raw values go 
 
 
 def check_model_input(images: torch.Tensor) -> None:
-    """Raise unless `images` look normalised: floats, not uint8 or raw 0..255 values."""
+    """Raise unless `images` look normalised: floats, not uint8, 0..255 or 0..1."""
     if not images.is_floating_point():
         raise TypeError(f"the model takes normalize()d float images, got "
                         f"{images.dtype}: pass normalize(images), or call "
                         "predict(model, images), which normalises uint8 images itself")
-    largest = images.detach().abs().amax().item() if images.numel() else 0.0
-    if largest > RAW_PIXELS:
+    if not images.numel():
+        return
+    low, high = images.detach().aminmax()
+    if max(-low.item(), high.item()) > RAW_PIXELS:
         raise ValueError(f"these images look like raw pixel values (largest |value| "
-                         f"{largest:.0f}); the model takes normalize(uint8 images), "
-                         "whose values lie within about ±3")
+                         f"{max(-low.item(), high.item()):.0f}); the model takes "
+                         "normalize(uint8 images), whose values lie within about ±3")
+    if 0 <= low < high <= 1:  # normalised pixels darker than the mean are negative
+        raise ValueError("these images look like pixels scaled to [0, 1] (as "
+                         "torchvision's ToTensor gives); the model takes "
+                         "normalize(uint8 images), whose values lie within about ±3 "
+                         "and go below 0")
 
 
 def check_uint8(images: torch.Tensor, who: str) -> None:
@@ -638,7 +645,7 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
-                     stop_after: int | None = None, verbose: bool = False,
+                     stop_after: int | None = None, verbose: bool = True,
                      compile_model: bool = False) -> dict:
     """Train `model` on uint8 images with `recipe` by training.fit; the history."""
     device = device or model_device(model)
@@ -862,5 +869,5 @@ def sweep_model(name: str, n: int, images: torch.Tensor, labels: torch.Tensor,
     path = checkpoint_dir() / f"{name}_cifar10_n{n}{tag}.{profile}.pt"
     idx = stratified_subset(labels, n, seed=1)
     train_classifier(model, images[idx], labels[idx], train, device=device,
-                     checkpoint=path if checkpoint else None)
+                     checkpoint=path if checkpoint else None, verbose=False)
     return model

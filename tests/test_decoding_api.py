@@ -44,7 +44,8 @@ FAMILIES = {"transformer": _transformer, "lstm+attn": _seq2seq,
 
 
 def _src() -> torch.Tensor:
-    return torch.tensor([[4, 5, 6, 7, 8], [5, 9, 4, PAD, PAD], [10, 11, PAD, PAD, PAD]])
+    """Three sentences as the data gives them: ids, <eos>, then <pad>."""
+    return torch.tensor([[4, 5, 6, 7, EOS], [5, 9, 4, EOS, PAD], [10, EOS, PAD, PAD, PAD]])
 
 
 def _logprob_of(model, src: torch.Tensor, hyp: torch.Tensor) -> torch.Tensor:
@@ -92,8 +93,23 @@ def test_greedy_decode_of_a_seq2seq_is_its_own_method():
     out, attn = greedy_decode(model, src, 8, return_attention=True)
     ref_out, ref_attn = model.eval().greedy_decode(src, 8, return_attention=True)
     assert torch.equal(out, ref_out)
-    keep = attn.sum(-1) > 0
-    torch.testing.assert_close(attn[keep], ref_attn[keep])
+    torch.testing.assert_close(attn, ref_attn, atol=0, rtol=0)  # zero rows after <eos> too
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "encoder-only"])
+def test_every_model_has_the_greedy_method_and_it_is_the_function(family):
+    if family == "encoder-only":
+        torch.manual_seed(0)
+        model = EncoderOnlyTranslator(EncoderOnlyConfig(V_SRC, V_TGT, d_model=8, n_heads=2))
+    else:
+        model = FAMILIES[family](seed=9)
+    src = _src()
+    out, attn = model.greedy_decode(src, 7, return_attention=True)
+    ref, ref_attn = greedy_decode(model, src, 7, return_attention=True)
+    assert torch.equal(out, ref) and torch.equal(model.greedy_decode(src, 7), ref)
+    assert (attn is None) == (ref_attn is None) == (family == "encoder-only")
+    if attn is not None:
+        torch.testing.assert_close(attn, ref_attn, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -208,15 +224,43 @@ def test_bad_calls_name_the_problem():
         beam_search(_seq2seq(), torch.tensor([[4, V_SRC]]), 2, 4)
 
 
-def test_translate_default_decode_names_the_fix_for_a_model_without_the_method():
-    from annotated.translation import TranslationDataset, Vocab, translate
+def test_translate_decodes_every_family_by_default_and_names_the_fix_otherwise():
+    from annotated.translation import BagOfWordsTranslator, TranslationDataset, Vocab, translate
 
     vocab = Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(V_TGT - 4)]])
-    ds = TranslationDataset([[4, 5, EOS]], [[SOS, 4, EOS]], [0], {})
+    pairs = [[4, 5, EOS], [6, 7, 8, EOS]]
+    ds = TranslationDataset(pairs, [[SOS, 4, EOS]] * 2, [0, 1], {})
+    torch.manual_seed(0)
+    enc_only = EncoderOnlyTranslator(EncoderOnlyConfig(V_SRC, V_TGT, d_model=8, n_heads=2))
+    padded = torch.tensor([[4, 5, EOS, PAD], [6, 7, 8, EOS]])  # one batch, as translate's
+    for model in (_transformer(), enc_only, _seq2seq()):
+        hyps = translate(model, ds, vocab, bucket=False)  # no decode= needed
+        direct = greedy_decode(model, padded, padded.size(1) + 10)
+        assert hyps == [vocab.decode(row) for row in direct], type(model).__name__
     hint = "no greedy_decode method: pass decode=annotated.transformer.greedy_decode"
-    with pytest.raises(TypeError, match=hint):
-        translate(_transformer(), ds, vocab)
-    assert translate(_seq2seq(), ds, vocab)  # a Seq2Seq has the method
+    with pytest.raises(TypeError, match=hint):  # chapter 2's baseline has no decoder
+        translate(BagOfWordsTranslator(V_SRC, V_TGT, d=8), ds, vocab)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_source_without_eos_gets_a_warning_naming_the_rows(family):
+    model, src = FAMILIES[family](), _src()
+    no_eos = src.masked_fill(src == EOS, PAD)  # the mistake: ids without <eos>
+    decoders = [lambda s: greedy_decode(model, s, 5), lambda s: beam_search(model, s, 2, 5)]
+    if family == "transformer":  # its method is the function
+        decoders.append(lambda s: model.greedy_decode(s, 5))
+    for decode in decoders:
+        with pytest.warns(UserWarning, match=r"source rows \[0, 1, 2\] do not end in <eos> \(id 3\)"):
+            decode(no_eos)
+    mixed = src.clone()
+    mixed[1, 3] = PAD  # only sentence 1 lacks its <eos>
+    with pytest.warns(UserWarning, match=r"source rows \[1\] do not end"):
+        greedy_decode(model, mixed, 5)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rows that end in <eos>: no warning at all
+        greedy_decode(model, src, 5)
+        beam_search(model, src, 2, 5)
 
 
 def test_seq2seq_greedy_method_runs_in_eval_mode_and_restores_the_mode():

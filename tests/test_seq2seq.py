@@ -77,8 +77,10 @@ def test_encoder_padding_does_not_leak(cell, n, extra):
 def test_decoder_attention_sums_to_one_and_ignores_padding(attention, lengths):
     model = tiny("lstm", attention)
     src = batch_from_lengths(lengths)
-    _, attn = model.greedy_decode(src, max_len=5, return_attention=True)  # (B, L, S)
-    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:2]))
+    tokens, attn = model.greedy_decode(src, max_len=5, return_attention=True)  # (B, L, S)
+    is_eos = (tokens == EOS_IDX).long()
+    wrote = (is_eos.cumsum(1) - is_eos == 0).float()  # up to and with each <eos>
+    torch.testing.assert_close(attn.sum(-1), wrote)  # a distribution per word, 0 after
     for b, n in enumerate(lengths):
         assert attn[b, :, n:].abs().max() == 0 if n < src.size(1) else True
 

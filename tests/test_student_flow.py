@@ -18,6 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent('''
+    import warnings
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -29,8 +31,9 @@ SCRIPT = textwrap.dedent('''
     from annotated.transformer import (Transformer, TransformerConfig, TransformerRecipe,
                                        beam_search, greedy_decode, train_transformer,
                                        translate_sentence)
-    from annotated.translation import make_loader, prepare_multi30k
-    from annotated.vit import ViTConfig, VisionTransformer, load_cifar10, normalize, predict
+    from annotated.translation import EOS_IDX, make_loader, prepare_multi30k, translate
+    from annotated.vit import (ClassifierRecipe, ViTConfig, VisionTransformer, load_cifar10,
+                               normalize, predict, train_classifier)
     from annotated.vit_analysis import cls_attention_maps
 
     def expect(error, match, fn, *args, **kwargs):
@@ -62,10 +65,18 @@ SCRIPT = textwrap.dedent('''
             assert torch.allclose(t.attention.sum(-1), torch.ones(len(t.rows)), atol=1e-5)
             ax.imshow(t.attention, vmin=0, vmax=1)
             print(type(model).__name__, beam, "->", t.text)
-        src = torch.tensor([de.encode(["ein", "hund"]) + [3]])
+        src = torch.tensor([de.encode(["ein", "hund"]) + [EOS_IDX]])
         out, attn = greedy_decode(model, src, 6, return_attention=True)
         best, battn = beam_search(model, src, 2, 6, return_attention=True)
         assert attn.shape == (*out.shape, 3) and battn.shape == (*best.shape, 3)
+        assert torch.equal(model.greedy_decode(src, 6), out)  # the method is the function
+        with warnings.catch_warnings(record=True) as caught:  # forgetting the <eos>
+            warnings.simplefilter("always")
+            greedy_decode(model, src[:, :-1], 6)
+        assert "do not end in <eos>" in str(caught[0].message), caught
+        print("warned:", caught[0].message)
+        hyps = translate(model, data.test, en)  # every family, no decode= needed
+        assert len(hyps) == len(data.test) and all(isinstance(h, list) for h in hyps)
     fig.savefig("attention.png")
 
     again = load_model(checkpoint_dir() / "tf.pt")  # the finished run alone: no data
@@ -90,6 +101,12 @@ SCRIPT = textwrap.dedent('''
     assert probs.shape == (8, 10)
     expect(TypeError, "pass normalize(images)", vit.attention_maps, images)
     expect(TypeError, "uint8", predict, vit, normalize(images))
+    expect(ValueError, "raw pixel values", vit.attention_maps, images.float())
+    expect(ValueError, "ToTensor", vit.attention_maps, images.float() / 255)
+    train_classifier(vit, images, labels[:8], ClassifierRecipe(epochs=1, batch_size=4),
+                     checkpoint=checkpoint_dir() / "vit.pt")
+    vit_again = load_model(checkpoint_dir() / "vit.pt")  # no images needed to load it
+    assert torch.equal(predict(vit_again, images), predict(vit, images))
     maps = cls_attention_maps(vit.attention_maps(normalize(images))[-1].mean(1))  # (8, 8, 8)
     assert maps.shape == (8, 8, 8)
     plt.figure()
@@ -122,6 +139,7 @@ def test_a_students_script_outside_the_repository(tmp_path):
     rerun = subprocess.run([sys.executable, "flow.py"], cwd=work, env=env, capture_output=True,
                            text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    for name in ("s2s.pt", "tf.pt"):
+    assert f"no checkpoint at {ckpt / 'vit.pt'}" in out  # the vision family says so too
+    for name in ("s2s.pt", "tf.pt", "vit.pt"):
         assert f"loaded the finished run {name}" in rerun.stdout
     assert "training for up to" not in rerun.stdout
