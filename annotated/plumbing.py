@@ -651,8 +651,9 @@ def load_model(path: str | Path,
         payload = torch.load(path, map_location=map_location, weights_only=True)
         builder = payload.get("builder")
     except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
+        first = (str(err).strip().splitlines() or [""])[0][:200]  # torch's: a page
         raise CheckpointError(f"{path} is not a readable checkpoint or weights file "
-                              f"({type(err).__name__}: {err})") from None
+                              f"({type(err).__name__}: {first})") from None
     if builder is None:
         raise CheckpointError(
             f"{path} does not name its model (written before files did, or not a "

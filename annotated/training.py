@@ -286,6 +286,7 @@ def _finish(path: Path | None, model: nn.Module, settings: dict, run: _Run) -> d
     """Restore the best weights, complete the history, save the finished run."""
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
+    model.eval()  # every way out of fit leaves the model ready to use
     h = run.history
     h["finished"] = True  # and by what: a loaded run still names its training run
     h["trained_by"] = {"commit": git_commit(), "torch": str(torch.__version__),
@@ -300,6 +301,16 @@ def _finish(path: Path | None, model: nn.Module, settings: dict, run: _Run) -> d
     if env.world_size > 1:
         dist.barrier()  # every process leaves with the checkpoint written
     return h
+
+
+def _load_run(path: Path, model: nn.Module, settings: dict, optimizer,
+              device: torch.device) -> dict:
+    """load_checkpoint for fit; a refusal also says how to train anew instead."""
+    try:
+        return load_checkpoint(path, model, settings, optimizer, map_location=device)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}. To train with these settings, delete {path} "
+                              "or pass another checkpoint path") from None
 
 
 # %% book/appendix_training.md, code cell 14 (`fit`)
@@ -320,11 +331,12 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
     run, data, say = _Run(), _data_state(batches), config.verbose and env.is_main
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.exists():
-        state = load_checkpoint(path, model, settings, optimizer, map_location=device)
+        state = _load_run(path, model, settings, optimizer, device)
         if state.get("finished"):
             if say:
                 print(f"loaded the finished run {path.name} "
                       f"(best epoch {state['history']['best_epoch']})")
+            model.eval()  # ready to use, as after a run trained here
             return state["history"] | {"loaded_from": str(path)}
         _resume(state, run, scheduler, scaler, data)
         if say:
@@ -358,6 +370,7 @@ def fit(model: nn.Module, step: Step, batches: Iterable, *,
         if say:  # stop_after reached: the model keeps its last weights
             print(f"stopped after epoch {run.done} of {config.epochs}; "
                   "call again to go on")
+        model.eval()
         return run.history | {"interrupted": True, "loaded_from": None}
     return _finish(path, model, settings, run) | {"loaded_from": None}
 
@@ -399,6 +412,13 @@ def load_shipped(path: str | Path, model: nn.Module | None = None,
     after checking the vocabularies given (src_vocab=..., tgt_vocab=...).
     """
     path = Path(path)
+    unknown = sorted(set(vocabs) - {"src_vocab", "tgt_vocab"})
+    if unknown or not all(hasattr(v, "digest") for v in vocabs.values()):
+        raise TypeError(f"load_shipped checks src_vocab= and tgt_vocab=, each a "
+                        f"Vocab; got {', '.join(unknown) or 'something else'}")
+    if vocabs and model is not None:
+        raise TypeError("give the vocabularies without a model (the file's settings "
+                        "check them), or a model with its settings, not both")
     if model is None:
         if not path.is_file():
             raise FileNotFoundError(f"no weights file at {path}")

@@ -24,9 +24,11 @@ from annotated.seq2seq import Seq2Seq
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
 def check_tokens(tokens: torch.Tensor, vocab_size: int, name: str = "tokens") -> None:
     """Raise, naming the values, unless `tokens` is a non-empty (B, T) batch of ids."""
-    integer = (torch.long, torch.int, torch.int16, torch.uint8)
-    if tokens.dim() != 2 or tokens.dtype not in integer:
-        raise TypeError(f"{name} must be a (batch, length) tensor of integer ids, "
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a (batch, length) tensor of int64 ids, "
+                        f"got a {type(tokens).__name__}")
+    if tokens.dim() != 2 or tokens.dtype != torch.long:  # as the data's, and Seq2Seq's
+        raise TypeError(f"{name} must be a (batch, length) tensor of int64 ids, "
                         f"got shape {tuple(tokens.shape)} and dtype {tokens.dtype}")
     if tokens.numel() == 0:
         raise ValueError(f"empty batch: {name} has shape {tuple(tokens.shape)}")
@@ -513,10 +515,17 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
         raise TypeError("the decoders take a Seq2Seq, a Transformer or an "
                         f"EncoderOnlyTranslator, got a {type(model).__name__}")
     check_tokens(src, model.src_embed.vocab_size, "src")
+    empty = (src == model.cfg.pad_idx).all(1)  # (B,): as Seq2Seq.encode refuses
+    if empty.any():
+        raise ValueError(f"source sentences {empty.nonzero().flatten().tolist()[:10]} "
+                         "are all padding")
 
 
-def _warn_without_eos(model: nn.Module, src: torch.Tensor, eos_idx: int) -> None:
-    """Warn about source rows whose last word (before any <pad>) is not <eos>."""
+def _warn_about_source(model: nn.Module, src: torch.Tensor, sos_idx: int,
+                       eos_idx: int) -> None:
+    """Warn about source rows unlike the data's: no <eos> last, <sos>, only <unk>."""
+    from annotated.translation import UNK_IDX
+
     if not (isinstance(src, torch.Tensor) and src.dim() == 2 and src.numel()):
         return  # the model's own checks name what is wrong with src
     real = (src != model.cfg.pad_idx).long()  # (B, S)
@@ -524,13 +533,20 @@ def _warn_without_eos(model: nn.Module, src: torch.Tensor, eos_idx: int) -> None
             model.cfg.src_vocab):
         return  # ditto: a row of padding only, an id outside the vocabulary
     last = real.cumsum(1).argmax(1)  # (B,): the position of each row's last word
-    missing = src.gather(1, last[:, None])[:, 0] != eos_idx  # (B,)
-    if missing.any():
-        rows = missing.nonzero().flatten().tolist()
-        warnings.warn(f"source rows {rows[:8]}{' ...' if len(rows) > 8 else ''} do "
-                      f"not end in <eos> (id {eos_idx}); the translators learned from "
-                      "rows that do: append it, as translate_sentence does",
-                      stacklevel=4)
+    unknown = (src == UNK_IDX) | (src == eos_idx) | (real == 0)  # (B, S)
+    found = {  # what is wrong with a row, and what to do: rows (B,) where it is
+        f"do not end in <eos> (id {eos_idx}); the translators learned from rows "
+        "that do: append it, as translate_sentence does":
+            src.gather(1, last[:, None])[:, 0] != eos_idx,
+        f"hold <sos> (id {sos_idx}), which only targets begin with: remove it":
+            (src == sos_idx).any(1),
+        f"hold no word but <unk> (id {UNK_IDX}); the vocabulary is lower-case: "
+        "tokenise with tokenize_de, as translate_sentence does": unknown.all(1)}
+    for what, rows in found.items():
+        if rows.any():
+            rows = rows.nonzero().flatten().tolist()
+            more = " ..." if len(rows) > 8 else ""
+            warnings.warn(f"source rows {rows[:8]}{more} {what}", stacklevel=4)
 
 
 def _ids(model: nn.Module, sos_idx: int | None,
@@ -672,13 +688,15 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int,
                   use_cache: bool = True, return_attention: bool = False):
     """Greedy output (B, L <= max_len) for src (B, S): no <sos>, <pad> after <eos>.
 
+    src: a sentence per row, its ids then <eos>, right-padded with <pad> (as the
+    data set's rows are; a row without the <eos> gets a warning).
     With return_attention, also the attention (B, L, S) each word was written with
     (row t: word t; zero rows after <eos>): a Transformer's last decoder layer's
     cross-attention, mean over heads; a Seq2Seq's own; None for a model without.
     """
     _check_decode_args(model, src, max_len)
     sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
-    _warn_without_eos(model, src, eos_idx)
+    _warn_about_source(model, src, sos_idx, eos_idx)
     if isinstance(model, Seq2Seq):  # chapter 3's method: it steps its own state
         out, attn = model.greedy_decode(src, max_len, return_attention=True)
         attn = None if attn is None else _rows_written(attn, out, eos_idx)
@@ -803,12 +821,13 @@ def beam_search(model: nn.Module, src: torch.Tensor, beam_size: int, max_len: in
                 return_attention: bool = False):
     """Beam-search translations (B, L <= max_len) of a Transformer or a Seq2Seq.
 
+    src (B, S) as greedy_decode's; beam_size comes before max_len.
     return_all: the (B, k, L) beams and their scores instead; return_attention:
     also the attention (B, L, S) of the best translation, as greedy_decode's.
     """
     _check_decode_args(model, src, max_len, beam_size, length_penalty)
     sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
-    _warn_without_eos(model, src, eos_idx)
+    _warn_about_source(model, src, sos_idx, eos_idx)
     B, k, device = src.size(0), beam_size, src.device
     pad = model.cfg.pad_idx
     state = search_rows(model, src, k, use_cache)  # B k rows: k per sentence
@@ -1027,6 +1046,12 @@ def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
     """
     from annotated.translation import EOS_IDX, UNK_IDX, detokenize_en, tokenize_de
 
+    cfg = model.cfg
+    for name, vocab, size in (("src_vocab", src_vocab, cfg.src_vocab),
+                              ("tgt_vocab", tgt_vocab, cfg.tgt_vocab)):
+        if len(vocab) != size:
+            raise ValueError(f"{name} has {len(vocab):,} words but the model was built "
+                             f"for {size:,}: these are another data set's vocabularies")
     tokens = tokenize_de(german)
     if not tokens:
         raise ValueError("the sentence is empty: there is nothing to translate")

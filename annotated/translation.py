@@ -602,6 +602,10 @@ def translate(model: nn.Module, dataset: TranslationDataset, tgt_vocab: Vocab, *
               decode: Decode = greedy_method, bucket: bool = True,
               max_tokens: int = 4000, extra_len: int = 10) -> list[list[str]]:
     """English token lists for every sentence of `dataset`, in the data set's order."""
+    size = getattr(getattr(model, "cfg", None), "tgt_vocab", None)
+    if size is not None and len(tgt_vocab) != size:
+        raise ValueError(f"tgt_vocab has {len(tgt_vocab):,} words but the model writes "
+                         f"{size:,}: it is another data set's vocabulary")
     model.eval()
     device = model_device(model)
     hypotheses: list[list[str]] = [[] for _ in dataset.src]

@@ -123,7 +123,12 @@ def read_cifar10_batches(folder: Path, split: str) -> tuple[torch.Tensor, torch.
 # %% book/06_vit.md, code cell 9 (CIFAR-10, from either of its two homes)
 def load_cifar10(split: str, root: str | Path | None = None,
                  zip_sha256: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10 `split` ('train'/'test') as (uint8 (N,3,32,32), int64 labels (N,))."""
+    """CIFAR-10 `split` ('train'/'test') as (uint8 (N,3,32,32), int64 labels (N,)).
+
+    In the files' order: class by class from the JPEG zips, mixed from the python
+    batches. Take a subset with stratified_subset (or a random permutation), never
+    a slice such as images[:1000], which may hold one or two classes.
+    """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     root = Path(root) if root is not None else data_dir() / "cifar10"
@@ -180,6 +185,12 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float, standardised with the CIFAR-10 statistics."""
+    if images.dtype != torch.uint8:  # normalising twice, or 0..1 floats: wrong pixels
+        raise TypeError(f"normalize takes uint8 pixels (0..255), got {images.dtype}: "
+                        "normalise the images as the loader gives them, once")
+    if images.dim() != 4 or images.size(1) != 3:
+        raise ValueError(f"normalize takes images (B, 3, H, W), got shape "
+                         f"{tuple(images.shape)}")
     mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
@@ -642,12 +653,25 @@ def classifier_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], 
 
 
 # %% book/06_vit.md, code cell 35 (Training: AdamW, warm-up and cosine, label smoothing)
+def check_labels(labels: torch.Tensor, num_classes: int | None) -> None:
+    """Raise unless `labels` are int64 class ids (N,) below num_classes (if known)."""
+    if labels.dtype != torch.long or labels.dim() != 1:
+        raise TypeError(f"labels must be int64 class ids (N,), got {labels.dtype} of "
+                        f"shape {tuple(labels.shape)}")
+    if len(labels) and (labels.min() < 0 or (
+            num_classes is not None and labels.max() >= num_classes)):
+        raise ValueError(f"labels run from {int(labels.min())} to {int(labels.max())}, "
+                         f"but the model has {num_classes} classes (0 .. "
+                         f"{num_classes - 1 if num_classes else '?'})")
+
+
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      recipe: ClassifierRecipe, *, checkpoint: str | Path | None = None,
                      settings: dict | None = None, device: torch.device | None = None,
                      stop_after: int | None = None, verbose: bool = True,
                      compile_model: bool = False) -> dict:
     """Train `model` on uint8 images with `recipe` by training.fit; the history."""
+    check_labels(labels, getattr(getattr(model, "cfg", None), "num_classes", None))
     device = device or model_device(model)
     batches = AugmentedBatches(images.to(device), labels.to(device), recipe)
     model.to(device)

@@ -269,3 +269,44 @@ def test_seq2seq_greedy_method_runs_in_eval_mode_and_restores_the_mode():
     assert model.training  # restored
     assert torch.equal(first, model.greedy_decode(src, 8))  # no dropout noise between calls
     assert torch.equal(first, model.eval().greedy_decode(src, 8))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sources_unlike_the_data_are_named(family):
+    """A <sos> in a source and a row of <unk> only are warned about; a row of padding
+    alone is refused with the same words for both families."""
+    model, src = FAMILIES[family](), _src()
+    with_sos = torch.cat([torch.full((3, 1), SOS), src], dim=1)  # the mistake: <sos> first
+    with pytest.warns(UserWarning, match=r"source rows \[0, 1, 2\] hold <sos> \(id 2\)"):
+        greedy_decode(model, with_sos, 5)
+    unknown = src.masked_fill((src != EOS) & (src != PAD), 0)  # capitalised words -> <unk>
+    with pytest.warns(UserWarning, match=r"source rows \[0, 1, 2\] hold no word but <unk>"):
+        beam_search(model, unknown, 2, 5)
+    with pytest.raises(ValueError, match=r"source sentences \[1\] are all padding"):
+        greedy_decode(model, torch.stack([src[0], torch.full((5,), PAD)]), 5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_source_that_is_not_a_long_or_int_tensor_is_refused_by_every_family(family):
+    model, src = FAMILIES[family](), _src()
+    for bad in (src.tolist(), src.int(), src.to(torch.uint8), src.float(), src[0]):
+        with pytest.raises(TypeError, match="src must be a"):
+            greedy_decode(model, bad, 5)
+
+
+def test_vocabularies_of_another_size_are_refused_not_translated_into_nonsense():
+    from annotated.transformer import translate_sentence
+    from annotated.translation import TranslationDataset, Vocab, translate
+
+    words = lambda n: Vocab(["<unk>", "<pad>", "<sos>", "<eos>", *[f"w{i}" for i in range(n - 4)]])  # noqa: E731
+    de, en = words(V_SRC), words(V_TGT)
+    ds = TranslationDataset([[4, 5, EOS]], [[SOS, 4, EOS]], [0], {})
+    for model in (_transformer(), _seq2seq()):
+        assert translate_sentence(model, "w0 w1", de, en).words is not None  # the right sizes
+        with pytest.raises(ValueError, match=f"src_vocab has {V_SRC + 3} words but the model "
+                                             f"was built for {V_SRC}"):
+            translate_sentence(model, "w0 w1", words(V_SRC + 3), en)
+        with pytest.raises(ValueError, match=f"tgt_vocab has {V_TGT + 1} words but the model"):
+            translate_sentence(model, "w0 w1", de, words(V_TGT + 1))
+        with pytest.raises(ValueError, match="it is another data set's vocabulary"):
+            translate(model, ds, words(V_TGT + 1))

@@ -423,6 +423,10 @@ def test_load_model_refuses_what_it_cannot_build_and_says_so(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(P.CheckpointError, match="not a readable checkpoint or weights file"):
         P.load_model(tmp_path / "bad.pt")
+    (tmp_path / "vocab.json").write_text(json.dumps({"itos": ["<unk>"] * 500}))
+    with pytest.raises(P.CheckpointError) as refused:  # a file of another kind: one line
+        P.load_model(tmp_path / "vocab.json")
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400, str(refused.value)
     P.save_checkpoint(tmp_path / "linear.pt", torch.nn.Linear(2, 2), {})  # no builder: not ours
     with pytest.raises(P.CheckpointError, match="does not name its model"):
         P.load_model(tmp_path / "linear.pt")

@@ -389,3 +389,42 @@ def test_items_per_second_is_over_the_whole_run_not_a_mean_of_epochs():
     history = {"items": [100, 300], "seconds": [1.0, 1.0]}  # 100/s, then 300/s
     assert TR.items_per_second(history) == pytest.approx(200.0)
     assert TR.items_per_second({"items": [50], "seconds": [0.0]}) > 0  # a loaded, instant run
+
+
+def test_fit_leaves_the_model_in_eval_mode_however_it_ends(tmp_path):
+    """Trained here, loaded from a finished run or cut short: the same mode every time,
+    so a chapter run twice (the second loads) computes the same thing (no dropout)."""
+    cfg = TR.TrainConfig(epochs=2, patience=None, verbose=False)
+    for kind, stop_after in (("trained", None), ("loaded", None), ("cut short", 1)):
+        model = _net().train()
+        path = tmp_path / ("cut.pt" if stop_after else "run.pt")
+        history = TR.fit(model, _mse, BATCHES, config=TR.TrainConfig(
+            epochs=2, patience=None, verbose=False, stop_after=stop_after),
+            checkpoint=path, settings={"net": 1})
+        assert not model.training, kind
+        assert (history["loaded_from"] is not None) == (kind == "loaded")
+    model = _net().train()
+    TR.fit(model, _mse, BATCHES, config=cfg)  # no checkpoint: trained, then eval
+    assert not model.training
+    x = BATCHES[0][0]
+    assert torch.equal(model(x), model(x))  # dropout off
+
+
+def test_a_refused_checkpoint_says_how_to_train_anew(tmp_path):
+    path = tmp_path / "run.pt"
+    TR.fit(_net(), _mse, BATCHES, config=TR.TrainConfig(epochs=1, verbose=False),
+           checkpoint=path, settings={"width": 8})
+    with pytest.raises(P.CheckpointError, match=r"width: saved 8, wanted 16.*To train with "
+                       r"these settings, delete .*run\.pt or pass another checkpoint path"):
+        TR.fit(_net(), _mse, BATCHES, config=TR.TrainConfig(epochs=1, verbose=False),
+               checkpoint=path, settings={"width": 16})
+
+
+def test_load_shipped_names_a_wrong_keyword_instead_of_a_wrong_vocabulary(tmp_path):
+    path, vocab = tmp_path / "w.int8.pt", T.Vocab(["<unk>", "<pad>", "<sos>", "<eos>"])
+    with pytest.raises(TypeError, match="load_shipped checks src_vocab= and tgt_vocab=.*got vocab"):
+        TR.load_shipped(path, vocab=vocab)
+    with pytest.raises(TypeError, match="each a Vocab; got something else"):
+        TR.load_shipped(path, src_vocab=["a", "b"])
+    with pytest.raises(TypeError, match="not both"):
+        TR.load_shipped(path, nn.Linear(2, 2), {}, src_vocab=vocab)

@@ -146,7 +146,7 @@ def test_bad_token_ids_and_empty_batch():
         greedy_decode(model, torch.zeros(0, 5, dtype=torch.long), 5, SOS, EOS)
     with pytest.raises(ValueError, match=r"empty batch: tokens has shape \(0, 4\)"):
         model(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long))
-    with pytest.raises(TypeError, match="integer ids.*float32"):
+    with pytest.raises(TypeError, match="int64 ids.*float32"):
         model(torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="d_model=30 is not divisible by n_heads=4"):
         TransformerConfig(10, 10, 30, 4, 1, 16, 0.0, False)

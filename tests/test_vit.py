@@ -436,3 +436,26 @@ def test_classification_metrics_by_hand():
     assert perfect["accuracy"] == perfect["macro_f1"] == perfect["macro_auc"] == 1.0
     with pytest.raises(ValueError, match=r"got \(4, 3\) and \(3,\)"):
         classification_metrics(probs, labels[:3])
+
+
+def test_normalize_takes_uint8_pixels_only_so_nothing_is_normalised_twice():
+    raw = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    once = normalize(raw)
+    for twice in (once, raw.float() / 255, raw.float()):
+        with pytest.raises(TypeError, match=r"normalize takes uint8 pixels \(0..255\), got torch.float32"):
+            normalize(twice)
+    with pytest.raises(ValueError, match=r"normalize takes images \(B, 3, H, W\), got shape \(2, 8, 8, 3\)"):
+        normalize(raw.permute(0, 2, 3, 1))  # channels last
+    with pytest.raises(ValueError, match="got shape"):
+        predict(tiny_vit(), raw.permute(0, 2, 3, 1))  # predict normalises: the same message
+
+
+def test_training_labels_are_checked_against_the_model():
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    recipe = ClassifierRecipe(epochs=1, batch_size=2)
+    with pytest.raises(TypeError, match=r"labels must be int64 class ids \(N,\), got torch.float32"):
+        train_classifier(tiny_vit(), images, torch.zeros(4), recipe)
+    with pytest.raises(ValueError, match=r"labels run from 0 to 7, but the model has 5 classes \(0 .. 4\)"):
+        train_classifier(tiny_vit(), images, torch.tensor([0, 1, 7, 2]), recipe)
+    with pytest.raises(ValueError, match="labels run from -1"):
+        train_classifier(tiny_vit(), images, torch.tensor([0, -1, 1, 2]), recipe)
