@@ -312,8 +312,13 @@ class RecipeConfig:
 
 # %% book/03_seq2seq.md, code cell 18 (Training the five models)
 def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig,
-                  checkpoint=None, verbose: bool = True) -> dict:
-    """Adam, a one-cycle schedule and training.fit (resumable at `checkpoint`)."""
+                  checkpoint=None, verbose: bool = True,
+                  max_eval_steps: int | None = None) -> dict:
+    """Train a Seq2Seq: Adam, a one-cycle schedule and training.fit.
+
+    Resumable at `checkpoint` (a finished run there is loaded, not trained again);
+    validation on at most max_eval_steps batches.
+    """
     per_epoch = len(train_loader)
     epochs = max(1, int(recipe.epochs))
     # steps per epoch
@@ -326,7 +331,8 @@ def train_seq2seq(model: Seq2Seq, train_loader, val_loader, recipe: RecipeConfig
                          max_steps=steps, scheduler_interval="step", verbose=verbose)
     step = functools.partial(teacher_forcing_step,
                              label_smoothing=recipe.label_smoothing)
-    return fit(model, step, train_loader, evaluate=lambda m: evaluate(m, val_loader),
+    return fit(model, step, train_loader,
+               evaluate=lambda m: evaluate(m, val_loader, max_steps=max_eval_steps),
                optimizer=optimizer, scheduler=scheduler, config=config,
                checkpoint=checkpoint,
                settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})

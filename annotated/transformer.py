@@ -942,11 +942,10 @@ class TransformerRecipe:
     lr: float = 2e-3  # the peak learning rate, reached after `warmup` steps
     warmup: int = 400  # steps of linear warmup, then 1/sqrt decay (noam_schedule)
     label_smoothing: float = 0.1  # on the training loss only
-    max_tokens: int = 1500  # tokens per training batch (make_loader's budget)
     max_steps: int | None = None  # at most this many steps per epoch (None: all)
 
-    def __post_init__(self):
-        for name in ("epochs", "warmup", "max_tokens"):
+    def __post_init__(self):  # the batch size is the loader's (make_loader's budget)
+        for name in ("epochs", "warmup"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, "
                                  f"got {getattr(self, name)!r}")
@@ -958,16 +957,16 @@ class TransformerRecipe:
 
 
 # %% book/05_transformer.md, code cell 50 (Warmup and the two LayerNorm placements)
-def train_transformer(model: nn.Module, data, recipe: TransformerRecipe,
-                      checkpoint=None, verbose: bool = True,
+def train_transformer(model: nn.Module, train_loader, val_loader,
+                      recipe: TransformerRecipe, checkpoint=None, verbose: bool = True,
                       max_eval_steps: int | None = None) -> dict:
-    """Train a Transformer or encoder-only translator on `data` (TranslationData).
+    """Train a Transformer or encoder-only translator; as train_seq2seq (chapter 3).
 
     training.fit with the recipe, resumable at `checkpoint` (a finished run there
     is loaded, not trained again); validation on at most max_eval_steps batches.
     """
     from annotated.training import TrainConfig, fit
-    from annotated.translation import evaluate, make_loader, teacher_forcing_step
+    from annotated.translation import evaluate, teacher_forcing_step
 
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98),
                                  eps=1e-9)
@@ -975,8 +974,7 @@ def train_transformer(model: nn.Module, data, recipe: TransformerRecipe,
                          patience=3, scheduler_interval="step", verbose=verbose)
     step = functools.partial(teacher_forcing_step,
                              label_smoothing=recipe.label_smoothing)
-    val_loader = make_loader(data.val, 4000, shuffle=False)
-    return fit(model, step, make_loader(data.train, recipe.max_tokens, seed=0),
+    return fit(model, step, train_loader,
                evaluate=lambda m: evaluate(m, val_loader, max_steps=max_eval_steps),
                optimizer=optimizer, scheduler=noam_schedule(optimizer, recipe.warmup),
                config=config, checkpoint=checkpoint,

@@ -310,3 +310,14 @@ def test_vocabularies_of_another_size_are_refused_not_translated_into_nonsense()
             translate_sentence(model, "w0 w1", de, words(V_TGT + 1))
         with pytest.raises(ValueError, match="it is another data set's vocabulary"):
             translate(model, ds, words(V_TGT + 1))
+
+
+def test_both_translation_families_train_through_the_same_arguments():
+    import inspect
+
+    from annotated.seq2seq import train_seq2seq
+    from annotated.transformer import train_transformer
+
+    names = [list(inspect.signature(f).parameters) for f in (train_seq2seq, train_transformer)]
+    assert names[0][1:] == names[1][1:] == ["train_loader", "val_loader", "recipe", "checkpoint",
+                                            "verbose", "max_eval_steps"]

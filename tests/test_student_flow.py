@@ -49,12 +49,14 @@ SCRIPT = textwrap.dedent('''
     data = prepare_multi30k(train_size=300, val_size=30, test_size=30)
     de, en = data.src_vocab, data.tgt_vocab  # the Vocab objects: no size mix-up
     s2s = Seq2Seq(Seq2SeqConfig(de, en, emb_dim=16, hidden_dim=16))
-    train_seq2seq(s2s, make_loader(data.train, 1500, seed=0),
-                  make_loader(data.val, 4000, shuffle=False), RecipeConfig(epochs=0.2),
+    val = make_loader(data.val, 4000, shuffle=False)  # both families: the same arguments
+    train_seq2seq(s2s, make_loader(data.train, 1500, seed=0), val, RecipeConfig(epochs=0.2),
                   checkpoint=checkpoint_dir() / "s2s.pt")
     tf = Transformer(TransformerConfig(de, en, d_model=16, n_heads=2, n_layers=1, d_ff=32))
-    train_transformer(tf, data, TransformerRecipe(epochs=1, warmup=5, max_steps=3),
+    train_transformer(tf, make_loader(data.train, 1500, seed=0), val,
+                      TransformerRecipe(epochs=1, warmup=5, max_steps=3),
                       checkpoint=checkpoint_dir() / "tf.pt")
+    assert not s2s.training and not tf.training  # trained or loaded: ready to use
 
     sentence = "Ein Hund läuft durch den Park."
     fig, axes = plt.subplots(2, 2)
