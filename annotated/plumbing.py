@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -641,6 +642,13 @@ def build_model(builder: dict, origin: str | Path = "the file") -> torch.nn.Modu
     return find(builder["class"])(find(builder["config_class"])(**builder["config"]))
 
 
+def _gist(err: Exception) -> str:
+    """One line of an error's message: torch's "Unsupported global" line if any."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(err).splitlines()]
+    lines = [x for x in lines if x] or [""]
+    return next((x for x in lines if "Unsupported global" in x), lines[0])[:200]
+
+
 def load_model(path: str | Path,
                map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """The model a checkpoint or shipped-weights file holds, ready, in eval mode."""
@@ -651,9 +659,8 @@ def load_model(path: str | Path,
         payload = torch.load(path, map_location=map_location, weights_only=True)
         builder = payload.get("builder")
     except Exception as err:  # noqa: BLE001 - a failure to unpickle: a corrupt file
-        first = (str(err).strip().splitlines() or [""])[0][:200]  # torch's: a page
         raise CheckpointError(f"{path} is not a readable checkpoint or weights file "
-                              f"({type(err).__name__}: {first})") from None
+                              f"({type(err).__name__}: {_gist(err)})") from None
     if builder is None:
         raise CheckpointError(
             f"{path} does not name its model (written before files did, or not a "

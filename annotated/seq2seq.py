@@ -443,6 +443,7 @@ def reversal_scores(model: Seq2Seq, pairs: list) -> dict[str, list]:
               "word accuracy": (right.sum(1) / lengths).tolist()}
     if attn is not None:
         wanted = lengths[:, None] - 1 - t[None]  # source index of output word t + 1
-        on_target = (attn[:, :words].argmax(-1) == wanted) & is_word
+        written = attn[:, :words].sum(-1) > 0  # a model that stopped early: 0 rows
+        on_target = (attn[:, :words].argmax(-1) == wanted) & is_word & written
         scores["alignment"] = (on_target.sum(1) / lengths).tolist()
     return scores

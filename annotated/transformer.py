@@ -6,6 +6,7 @@
 # %% book/05_transformer.md, code cell 3 (The Transformer)
 import functools
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -534,6 +535,7 @@ def _warn_about_source(model: nn.Module, src: torch.Tensor, sos_idx: int,
         return  # ditto: a row of padding only, an id outside the vocabulary
     last = real.cumsum(1).argmax(1)  # (B,): the position of each row's last word
     unknown = (src == UNK_IDX) | (src == eos_idx) | (real == 0)  # (B, S)
+    some_unk = (src == UNK_IDX).any(1)  # (B,)
     found = {  # what is wrong with a row, and what to do: rows (B,) where it is
         f"do not end in <eos> (id {eos_idx}); the translators learned from rows "
         "that do: append it, as translate_sentence does":
@@ -541,12 +543,24 @@ def _warn_about_source(model: nn.Module, src: torch.Tensor, sos_idx: int,
         f"hold <sos> (id {sos_idx}), which only targets begin with: remove it":
             (src == sos_idx).any(1),
         f"hold no word but <unk> (id {UNK_IDX}); the vocabulary is lower-case: "
-        "tokenise with tokenize_de, as translate_sentence does": unknown.all(1)}
+        "tokenise with tokenize_de, as translate_sentence does":
+            unknown.all(1) & some_unk}
     for what, rows in found.items():
         if rows.any():
             rows = rows.nonzero().flatten().tolist()
             more = " ..." if len(rows) > 8 else ""
-            warnings.warn(f"source rows {rows[:8]}{more} {what}", stacklevel=4)
+            warnings.warn(f"source rows {rows[:8]}{more} {what}",
+                          stacklevel=_outside_the_package())
+
+
+def _outside_the_package() -> int:
+    """warnings.warn's stacklevel, for a warning raised by this function's caller,
+    of the first frame outside annotated.*: the user's line, the one to fix."""
+    frame, level = sys._getframe(2), 2  # level 1: the caller; 2: the caller's caller
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            "annotated."):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _ids(model: nn.Module, sos_idx: int | None,
@@ -974,11 +988,13 @@ def train_transformer(model: nn.Module, train_loader, val_loader,
                          patience=3, scheduler_interval="step", verbose=verbose)
     step = functools.partial(teacher_forcing_step,
                              label_smoothing=recipe.label_smoothing)
-    return fit(model, step, train_loader,
+    budget = getattr(getattr(train_loader, "batch_sampler", None), "max_tokens", None)
+    run = asdict(recipe) | ({} if budget is None else {"max_tokens": budget})
+    return fit(model, step, train_loader,  # the loader's budget: part of the run
                evaluate=lambda m: evaluate(m, val_loader, max_steps=max_eval_steps),
                optimizer=optimizer, scheduler=noam_schedule(optimizer, recipe.warmup),
                config=config, checkpoint=checkpoint,
-               settings={"model": asdict(model.cfg), "recipe": asdict(recipe)})
+               settings={"model": asdict(model.cfg), "recipe": run})
 
 
 # %% book/05_transformer.md, code cell 60 (What the cache buys)

@@ -321,3 +321,73 @@ def test_both_translation_families_train_through_the_same_arguments():
     names = [list(inspect.signature(f).parameters) for f in (train_seq2seq, train_transformer)]
     assert names[0][1:] == names[1][1:] == ["train_loader", "val_loader", "recipe", "checkpoint",
                                             "verbose", "max_eval_steps"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_rows_after_an_early_eos_are_exactly_zero(family):
+    """Sentence 0 is made to write <eos> as its 2nd word while the others go on (an
+    untrained model rarely ends early by itself): its rows after that are 0, every
+    row up to and with an <eos> is a distribution, by the function and the method."""
+    model, src = FAMILIES[family](seed=3).eval(), _src()
+    out_layer = model.generator if isinstance(model, Transformer) else model.decoder.out
+    calls = []
+
+    def force(module, inputs, logits):  # logits (B, V), or (B, 1, V) for one new word
+        calls.append(1)
+        logits = logits.clone()
+        logits[..., [PAD, SOS]] = -1e4  # words only (an untrained Seq2Seq may pick them)
+        logits[1:, ..., EOS] = -1e4  # the others do not end
+        logits[0, ..., EOS] = 1e4 if len(calls) == 2 else -1e4  # sentence 0: word 2
+        return logits
+
+    hook = out_layer.register_forward_hook(force)
+    try:
+        out, attn = greedy_decode(model, src, 7, return_attention=True)
+        calls.clear()
+        method_out, method_attn = model.greedy_decode(src, 7, return_attention=True)
+    finally:
+        hook.remove()
+    assert out[0, 1] == EOS and (out[0, 2:] == PAD).all() and out.size(1) == 7
+    is_eos = (out == EOS).long()
+    after = is_eos.cumsum(1) - is_eos > 0  # (B, L): steps after a sentence's <eos>
+    assert after[0, 2:].all() and (attn[after] == 0).all()
+    torch.testing.assert_close(attn[~after].sum(-1), torch.ones(int((~after).sum())))
+    assert torch.equal(method_out, out) and torch.equal(method_attn, attn)
+
+
+def test_a_source_warning_points_at_the_callers_line():
+    model, no_eos = _transformer(), torch.tensor([[4, 5, 6]])
+    for call in (lambda: greedy_decode(model, no_eos, 4), lambda: model.greedy_decode(no_eos, 4),
+                 lambda: beam_search(model, no_eos, 2, 4)):
+        with pytest.warns(UserWarning, match="do not end in <eos>") as caught:
+            call()
+        assert caught[0].filename == __file__, caught[0].filename  # not the package's
+
+
+def test_a_row_of_eos_alone_is_not_called_unknown_words():
+    import warnings
+
+    model = _transformer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        greedy_decode(model, torch.tensor([[EOS, PAD], [4, EOS]]), 4)  # an empty sentence
+
+
+def test_train_transformer_keeps_the_loaders_token_budget_in_the_run(tmp_path):
+    """The batch size is the loader's, and part of the run: a finished run is not
+    loaded for another budget (and files from before keep their key, recipe.max_tokens)."""
+    from annotated.plumbing import CheckpointError
+    from annotated.transformer import TransformerRecipe, train_transformer
+    from annotated.translation import TranslationDataset, make_loader
+
+    g = torch.Generator().manual_seed(0)
+    src = [torch.randint(4, V_SRC, (n,), generator=g).tolist() + [EOS] for n in (3, 5, 4, 6)]
+    tgt = [[SOS, *torch.randint(4, V_TGT, (n,), generator=g).tolist(), EOS] for n in (4, 2, 5, 3)]
+    ds = TranslationDataset(src, tgt, list(range(4)), {})
+    path, recipe = tmp_path / "tf.pt", TransformerRecipe(epochs=1, warmup=1)
+    train_transformer(_transformer(), make_loader(ds, 20, seed=0), make_loader(ds, 20),
+                      recipe, checkpoint=path, verbose=False)
+    assert torch.load(path, weights_only=True)["config"]["recipe.max_tokens"] == 20
+    with pytest.raises(CheckpointError, match="recipe.max_tokens: saved 20, wanted 30"):
+        train_transformer(_transformer(), make_loader(ds, 30, seed=0), make_loader(ds, 20),
+                          recipe, checkpoint=path, verbose=False)
