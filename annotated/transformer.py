@@ -19,7 +19,7 @@ from torch import nn
 from annotated.attention import (
     MultiHeadAttention, causal_mask, copy_from_torch_mha, padding_mask,
     scaled_dot_product_attention)
-from annotated.seq2seq import Seq2Seq
+from annotated.seq2seq import Seq2Seq, _check_src
 
 
 # %% book/05_transformer.md, code cell 4 (Embeddings and positions)
@@ -511,7 +511,7 @@ def _check_decode_args(model: nn.Module, src: torch.Tensor, max_len: int,
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty!r}")
     if isinstance(model, Seq2Seq):
-        return  # Seq2Seq.encode checks its source itself
+        return _check_src(src, model.cfg)  # chapter 3's checks, as Seq2Seq.encode's
     if not isinstance(model, (Transformer, EncoderOnlyTranslator)):
         raise TypeError("the decoders take a Seq2Seq, a Transformer or an "
                         f"EncoderOnlyTranslator, got a {type(model).__name__}")
@@ -527,12 +527,7 @@ def _warn_about_source(model: nn.Module, src: torch.Tensor, sos_idx: int,
     """Warn about source rows unlike the data's: no <eos> last, <sos>, only <unk>."""
     from annotated.translation import UNK_IDX
 
-    if not (isinstance(src, torch.Tensor) and src.dim() == 2 and src.numel()):
-        return  # the model's own checks name what is wrong with src
-    real = (src != model.cfg.pad_idx).long()  # (B, S)
-    if not real.any(1).all() or not 0 <= int(src.min()) <= int(src.max()) < (
-            model.cfg.src_vocab):
-        return  # ditto: a row of padding only, an id outside the vocabulary
+    real = (src != model.cfg.pad_idx).long()  # (B, S); _check_decode_args passed
     last = real.cumsum(1).argmax(1)  # (B,): the position of each row's last word
     unknown = (src == UNK_IDX) | (src == eos_idx) | (real == 0)  # (B, S)
     some_unk = (src == UNK_IDX).any(1)  # (B,)
@@ -712,9 +707,7 @@ def greedy_decode(model: nn.Module, src: torch.Tensor, max_len: int,
     sos_idx, eos_idx = _ids(model, sos_idx, eos_idx)
     _warn_about_source(model, src, sos_idx, eos_idx)
     if isinstance(model, Seq2Seq):  # chapter 3's method: it steps its own state
-        out, attn = model.greedy_decode(src, max_len, return_attention=True)
-        attn = None if attn is None else _rows_written(attn, out, eos_idx)
-        return (out, attn) if return_attention else out
+        return model.greedy_decode(src, max_len, return_attention)  # rows: as below
     pad = model.pad_idx
     if isinstance(model, EncoderOnlyTranslator):  # all positions at once, independently
         all_logits = model.free_running_logits(src, max_len)  # (B, max_len, V)
@@ -1058,14 +1051,11 @@ def translate_sentence(model: nn.Module, german: str, src_vocab, tgt_vocab, *,
     Greedy search, or beam search of `beam_size` beams (a Transformer or a
     Seq2Seq); the output may run `extra_len` words beyond the source's length.
     """
-    from annotated.translation import EOS_IDX, UNK_IDX, detokenize_en, tokenize_de
+    from annotated.translation import (EOS_IDX, UNK_IDX, check_vocab_size,
+                                       detokenize_en, tokenize_de)
 
-    cfg = model.cfg
-    for name, vocab, size in (("src_vocab", src_vocab, cfg.src_vocab),
-                              ("tgt_vocab", tgt_vocab, cfg.tgt_vocab)):
-        if len(vocab) != size:
-            raise ValueError(f"{name} has {len(vocab):,} words but the model was built "
-                             f"for {size:,}: these are another data set's vocabularies")
+    check_vocab_size(model, src_vocab, "src_vocab")
+    check_vocab_size(model, tgt_vocab, "tgt_vocab")
     tokens = tokenize_de(german)
     if not tokens:
         raise ValueError("the sentence is empty: there is nothing to translate")

@@ -597,15 +597,20 @@ def greedy_method(model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Te
     return model.greedy_decode(src, max_len)
 
 
+def check_vocab_size(model: nn.Module, vocab: Vocab, name: str) -> None:
+    """Raise unless `vocab` has the size model.cfg gives `name` (src_/tgt_vocab)."""
+    size = getattr(getattr(model, "cfg", None), name, None)
+    if size is not None and len(vocab) != size:
+        raise ValueError(f"{name} has {len(vocab):,} words but the model was built "
+                         f"for {size:,}: it is another data set's vocabulary")
+
+
 @torch.no_grad()
 def translate(model: nn.Module, dataset: TranslationDataset, tgt_vocab: Vocab, *,
               decode: Decode = greedy_method, bucket: bool = True,
               max_tokens: int = 4000, extra_len: int = 10) -> list[list[str]]:
     """English token lists for every sentence of `dataset`, in the data set's order."""
-    size = getattr(getattr(model, "cfg", None), "tgt_vocab", None)
-    if size is not None and len(tgt_vocab) != size:
-        raise ValueError(f"tgt_vocab has {len(tgt_vocab):,} words but the model writes "
-                         f"{size:,}: it is another data set's vocabulary")
+    check_vocab_size(model, tgt_vocab, "tgt_vocab")
     model.eval()
     device = model_device(model)
     hypotheses: list[list[str]] = [[] for _ in dataset.src]

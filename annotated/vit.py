@@ -399,7 +399,7 @@ def check_images(images: torch.Tensor, patch_size: int,
                          f"({H} % {P} = {H % P}, {W} % {P} = {W % P})")
 
 
-RAW_PIXELS = 20.0  # normalize() maps 0..255 to within about ±3; raw values go to 255
+RAW_PIXELS = 20.0  # normalize() maps 0..255 into [-1.99, 2.12]; raw values go to 255
 
 
 def check_model_input(images: torch.Tensor) -> None:
@@ -414,12 +414,12 @@ def check_model_input(images: torch.Tensor) -> None:
     if max(-low.item(), high.item()) > RAW_PIXELS:
         raise ValueError(f"these images look like raw pixel values (largest |value| "
                          f"{max(-low.item(), high.item()):.0f}); the model takes "
-                         "normalize(uint8 images), whose values lie within about ±3")
-    if 0 <= low < high <= 1:  # normalised pixels darker than the mean are negative
+                         "normalize(uint8 images), whose values lie within ±2.2")
+    if 0 <= low < high <= 1:  # a normalised image goes below 0 or above 1
         raise ValueError("these images look like pixels scaled to [0, 1] (as "
                          "torchvision's ToTensor gives); the model takes "
-                         "normalize(uint8 images), whose values lie within about ±3 "
-                         "and go below 0")
+                         "normalize(uint8 images), whose values lie within ±2.2 "
+                         "and go below 0 or above 1")
 
 
 def check_uint8(images: torch.Tensor, who: str) -> None:
